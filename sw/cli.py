@@ -1,0 +1,170 @@
+"""``bcq``: the command-line front end. Thin: argument parsing and error reporting over library
+calls that the tests also use. Every user error ends in one line on stderr and exit status 2."""
+
+import argparse
+import json
+import math
+from pathlib import Path
+import sys
+
+from .errors import BCQError, FileFormatError
+
+EXIT_USAGE = 2
+
+
+def _load_tensor(path):
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(path, "no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a damaged file
+        raise FileFormatError(path, f"not a tensor saved with torch.save ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    if not isinstance(obj, torch.Tensor):
+        raise FileFormatError(path, f"holds a {type(obj).__name__}, not a tensor "
+                              "(for a state_dict use 'bcq weights')")
+    return obj
+
+
+def _config(text):
+    from .config import BCQConfig
+    return BCQConfig.parse(text) if text else BCQConfig()
+
+
+def _codebooks(path, config_text=None):
+    from .codebooks import default_codebooks, load_codebooks
+    if path:
+        cb = load_codebooks(path)
+        if config_text and _config(config_text) != cb.config:
+            raise BCQError(f"--config does not match the config stored in {path}")
+        return cb
+    return default_codebooks(_config(config_text) if config_text else None)
+
+
+def cmd_quantize(args):
+    import torch
+    from .formats import get_format, sqnr_db
+
+    x = _load_tensor(args.input)
+    fmt = get_format(args.format, _codebooks(args.codebooks, args.config)
+                     if args.format == "lobcq" else None)
+    if args.format != "lobcq" and args.config:
+        raise BCQError("--config applies to the lobcq format only")
+    xq = fmt.fake_quant(x)
+    sqnr = sqnr_db(x, xq)
+    if args.output:
+        _save_tensor(xq, args.output)
+    report = {"format": fmt.name, "sqnr_db": sqnr if math.isfinite(sqnr) else None,
+              "bits_per_scalar": fmt.bits_per_scalar, "numel": x.numel(),
+              "shape": list(x.shape), "output": str(args.output) if args.output else None}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{fmt.name}: {x.numel()} scalars {tuple(x.shape)}, SQNR {sqnr:.2f} dB, "
+              f"{fmt.bits_per_scalar:g} bits/scalar" + (f" -> {args.output}" if args.output else ""))
+
+
+def _save_tensor(t, path):
+    import torch
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(t, path)
+    except OSError as e:
+        raise FileFormatError(path, f"cannot write: {e.strerror}") from None
+
+
+def cmd_calibrate(args):
+    from .calibdata import synthetic_calibration_data
+    from .lobcq import calibrate
+
+    config = _config(args.config)
+    data = [_load_tensor(p) for p in args.inputs]
+    if args.synthetic or not data:
+        data += synthetic_calibration_data(args.seed)
+    res = calibrate(data, config, iters=args.iters, seed=args.seed, max_blocks=args.max_blocks,
+                    device=_device(args.device), progress=not args.quiet,
+                    log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    res.codebooks.provenance["data"] = [str(p) for p in args.inputs] + (
+        ["synthetic"] if args.synthetic or not args.inputs else [])
+    try:
+        res.codebooks.save(args.output)
+    except OSError as e:
+        raise FileFormatError(args.output, f"cannot write: {e.strerror}") from None
+    print(f"wrote {args.output}: {config.describe()}; MSE {res.mse_history[0]:.5f} -> "
+          f"{res.mse_history[-1]:.5f} over {args.iters} iterations, {res.mse_final:.5f} on the "
+          f"INT{config.entry_bits} grid")
+
+
+def _device(name):
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BCQError("--device cuda: no CUDA device is available (use --device cpu)")
+    if name not in ("cpu", "cuda"):
+        raise BCQError(f"--device {name!r}: allowed cpu, cuda")
+    return name
+
+
+def cmd_verilog(args):
+    from .units import UNITS, write_verilog
+    if args.unit not in UNITS:
+        raise BCQError(f"unknown unit {args.unit!r}; allowed: {', '.join(UNITS)}")
+    info = write_verilog(args.unit, args.output, config=_config(args.config), options=args.option)
+    print(info)
+
+
+def build_parser():
+    from .formats import FORMATS
+    p = argparse.ArgumentParser(prog="bcq", description="W4A4 LO-BCQ quantizer, golden model and RTL generator")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="quantize a tensor file and report SQNR")
+    q.add_argument("input", help="tensor saved with torch.save (.pt)")
+    q.add_argument("-o", "--output", help="write the quantize-dequantized tensor here (.pt)")
+    q.add_argument("--format", default="lobcq", choices=FORMATS)
+    q.add_argument("--codebooks", help="codebook JSON from 'bcq calibrate' (default: the shipped set)")
+    q.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4 (lobcq only)")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_quantize)
+
+    c = sub.add_parser("calibrate", help="calibrate LO-BCQ codebooks and write them as JSON")
+    c.add_argument("inputs", nargs="*", help="tensors (.pt) to calibrate on (default: the synthetic mix)")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--synthetic", action="store_true", help="add the shipped synthetic calibration mix")
+    c.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    c.add_argument("--iters", type=int, default=30)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--max-blocks", type=int, default=1 << 16)
+    c.add_argument("--device", default="cpu", help="cpu (reference) or cuda")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_calibrate)
+
+    v = sub.add_parser("verilog", help="write a unit's Verilog")
+    v.add_argument("--unit", required=True)
+    v.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    v.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="hardware parameter, e.g. blocks_per_cycle=2, max_len=8192")
+    v.add_argument("-o", "--output", required=True)
+    v.set_defaults(func=cmd_verilog)
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except BCQError as e:
+        print(f"bcq: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bcq: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Codebook sets: Nc codebooks of 16 signed integer entries, and their JSON file.
+
+File format (``bcq calibrate`` writes it, ``--codebooks`` reads it)::
+
+    {"kind": "bcq-codebooks", "version": 1,
+     "config": {...BCQConfig fields...},
+     "entries": [[e00, ..., e0F], ..., [eN0, ..., eNF]],
+     "calibration": {...free-form provenance...}}
+"""
+
+from dataclasses import dataclass, field
+import json
+import os
+from pathlib import Path
+import tempfile
+
+import torch
+
+from .config import BCQConfig
+from .errors import BCQError, ConfigError, FileFormatError
+
+__all__ = ["Codebooks", "load_codebooks", "default_codebooks", "DEFAULT_CODEBOOKS_PATH"]
+
+FILE_KIND = "bcq-codebooks"
+FILE_VERSION = 1
+DEFAULT_CODEBOOKS_PATH = Path(__file__).parent / "data" / "default_codebooks.json"
+
+
+@dataclass(frozen=True, eq=False)
+class Codebooks:
+    """``entries[c, i]`` is the integer value of index ``i`` in codebook ``c``."""
+
+    config: BCQConfig
+    entries: torch.Tensor  # int64 [n_codebooks, 16]
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        cfg = self.config
+        e = torch.as_tensor(self.entries)
+        if e.is_floating_point() and not torch.equal(e, e.round()):
+            raise BCQError("codebook entries must be integers")
+        e = e.to(torch.int64)
+        if tuple(e.shape) != (cfg.n_codebooks, cfg.n_entries):
+            raise BCQError(f"codebooks have shape {tuple(e.shape)}; the config needs "
+                           f"({cfg.n_codebooks}, {cfg.n_entries}) (n_codebooks x 2**index_bits)")
+        if e.numel() and (e.min() < cfg.entry_min or e.max() > cfg.entry_max):
+            raise BCQError(f"codebook entries span [{int(e.min())}, {int(e.max())}]; "
+                           f"INT{cfg.entry_bits} allows [{cfg.entry_min}, {cfg.entry_max}]")
+        object.__setattr__(self, "entries", e.cpu())
+
+    def __eq__(self, other):
+        return (isinstance(other, Codebooks) and self.config == other.config
+                and torch.equal(self.entries, other.entries))
+
+    def to_json(self):
+        return {"kind": FILE_KIND, "version": FILE_VERSION, "config": self.config.to_dict(),
+                "entries": self.entries.tolist(), "calibration": self.provenance}
+
+    def save(self, path):
+        """Write atomically (temp file + rename), so a crash never leaves half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_json(), f, indent=1)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def from_json(cls, obj, *, source="codebooks"):
+        if not isinstance(obj, dict) or obj.get("kind") != FILE_KIND:
+            raise FileFormatError(source, f"not a codebook file (expected \"kind\": \"{FILE_KIND}\")")
+        if obj.get("version") != FILE_VERSION:
+            raise FileFormatError(source, f"version {obj.get('version')!r} is not supported "
+                                  f"(this program reads version {FILE_VERSION})")
+        try:
+            config = BCQConfig.from_dict(obj.get("config"), source="config")
+        except ConfigError as e:
+            raise FileFormatError(source, str(e)) from None
+        entries = obj.get("entries")
+        if (not isinstance(entries, list) or not all(isinstance(r, list) for r in entries)
+                or not all(isinstance(v, int) and not isinstance(v, bool) for r in entries for v in r)):
+            raise FileFormatError(source, "field 'entries' must be a list of lists of integers")
+        if len({len(r) for r in entries}) > 1:
+            raise FileFormatError(source, "field 'entries': rows have different lengths")
+        try:
+            return cls(config, torch.tensor(entries, dtype=torch.int64).reshape(len(entries), -1),
+                       obj.get("calibration") or {})
+        except (BCQError, RuntimeError, OverflowError) as e:
+            raise FileFormatError(source, f"field 'entries': {e}") from None
+
+
+def load_codebooks(path):
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileFormatError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileFormatError(path, f"cannot read: {e}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FileFormatError(path, f"not valid JSON ({e})") from None
+    return Codebooks.from_json(obj, source=str(path))
+
+
+def default_codebooks(config=None):
+    """The shipped, calibrated set for the default config (``sw/data/default_codebooks.json``).
+
+    For another config there is no shipped set: calibrate one (``bcq calibrate``)."""
+    cb = load_codebooks(DEFAULT_CODEBOOKS_PATH)
+    if config is not None and config != cb.config:
+        raise BCQError(f"the shipped codebooks are for {cb.config.describe()}; for "
+                       f"{config.describe()} calibrate a set with 'bcq calibrate' and pass --codebooks")
+    return cb

@@ -1,0 +1,115 @@
+"""Every 4-bit format behind one API, for fair comparisons.
+
+``get_format(name, ...)`` returns an object with ``name``, ``bits_per_scalar``, ``group``
+(the last dimension must be a multiple of it) and ``fake_quant(x)`` (quantize-dequantize,
+same shape and dtype). Names: ``lobcq``, ``mxfp4``, ``nvfp4``, ``int4``.
+
+Baselines, as specified:
+- MXFP4 (OCP MX v1.0): E2M1 elements, one E8M0 scale per 32; the shared exponent is
+  ``floor(log2(amax)) - 2`` (2 = E2M1's largest exponent), elements round to nearest even
+  and saturate at +-6.
+- NVFP4: E2M1 elements, one E4M3 scale per 16 (``amax/6``, round to nearest even) on top of an
+  FP32 per-tensor scale ``amax_tensor / (6 * 448)``.
+- INT4-g64: signed 4-bit integers in [-8, 7], one FP16 scale ``amax/7`` per 64.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .codebooks import Codebooks, default_codebooks
+from .errors import BCQError
+from .lobcq import check_tensor, fake_quant as lobcq_fake_quant
+from .numerics import E2M1, E4M3_ELEM
+
+__all__ = ["FORMATS", "get_format", "sqnr_db"]
+
+FORMATS = ("lobcq", "mxfp4", "nvfp4", "int4")
+
+
+def sqnr_db(x, xq):
+    x = x.to(torch.float64)
+    noise = (x - xq.to(torch.float64)).pow(2).sum()
+    signal = x.pow(2).sum()
+    if noise == 0:
+        return float("inf")
+    return float(10 * torch.log10(signal / noise))
+
+
+def _groups(x, group):
+    return x.to(torch.float64).reshape(*x.shape[:-1], -1, group)
+
+
+@dataclass(frozen=True)
+class MXFP4:
+    name: str = "mxfp4"
+    group: int = 32
+    bits_per_scalar: float = 4 + 8 / 32
+
+    def fake_quant(self, x):
+        check_tensor(x, self.group)
+        g = _groups(x, self.group)
+        amax = g.abs().amax(-1, keepdim=True)
+        _, e = torch.frexp(amax)  # floor(log2(amax)) = e - 1 for amax > 0
+        shared = torch.clamp(e - 1 - 2, -127, 127)
+        scale = torch.ldexp(torch.ones_like(amax), shared)
+        return (E2M1.round(g / scale) * scale).reshape(x.shape).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class NVFP4:
+    name: str = "nvfp4"
+    group: int = 16
+    bits_per_scalar: float = 4 + 8 / 16
+
+    def fake_quant(self, x):
+        check_tensor(x, self.group)
+        g = _groups(x, self.group)
+        amax_t = float(g.abs().max())
+        ts = float(torch.tensor(amax_t / (6 * 448), dtype=torch.float32)) or 1.0
+        s = E4M3_ELEM.round(g.abs().amax(-1, keepdim=True) / (6 * ts)) * ts
+        q = torch.where(s > 0, E2M1.round(g / torch.where(s > 0, s, 1.0)) * s, 0.0)
+        return q.reshape(x.shape).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class INT4:
+    name: str = "int4"
+    group: int = 64
+    bits_per_scalar: float = 4 + 16 / 64
+
+    def fake_quant(self, x):
+        check_tensor(x, self.group)
+        g = _groups(x, self.group)
+        s = (g.abs().amax(-1, keepdim=True) / 7).to(torch.float16).to(torch.float64)
+        s = torch.where(s > 0, s, 1.0)
+        q = torch.clamp(torch.round(g / s), -8, 7) * s
+        return q.reshape(x.shape).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class LOBCQ:
+    codebooks: Codebooks
+    name: str = "lobcq"
+
+    @property
+    def group(self):
+        return self.codebooks.config.array_len
+
+    @property
+    def bits_per_scalar(self):
+        return self.codebooks.config.bits_per_scalar
+
+    def fake_quant(self, x):
+        return lobcq_fake_quant(x, self.codebooks)
+
+
+def get_format(name, codebooks=None):
+    if name == "lobcq":
+        return LOBCQ(codebooks if codebooks is not None else default_codebooks())
+    if codebooks is not None:
+        raise BCQError(f"--codebooks applies to the lobcq format only, not {name}")
+    try:
+        return {"mxfp4": MXFP4, "nvfp4": NVFP4, "int4": INT4}[name]()
+    except KeyError:
+        raise BCQError(f"unknown format {name!r}; allowed: {', '.join(FORMATS)}") from None
