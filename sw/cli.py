@@ -109,7 +109,7 @@ def _device(name):
 
 
 def cmd_verilog(args):
-    from .units import UNITS, write_verilog
+    from hw.units import UNITS, write_verilog
     if args.unit not in UNITS:
         raise BCQError(f"unknown unit {args.unit!r}; allowed: {', '.join(UNITS)}")
     info = write_verilog(args.unit, args.output, config=_config(args.config), options=args.option)

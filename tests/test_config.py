@@ -1,0 +1,48 @@
+import pytest
+
+from sw.config import BCQConfig, DEFAULT
+from sw.errors import ConfigError
+
+
+def test_default_is_the_papers_w4a4_setting():
+    c = DEFAULT
+    assert (c.block_len, c.array_len, c.n_codebooks, c.entry_bits) == (8, 64, 16, 6)
+    assert c.scale_format == "e4m3" and c.scale_bits == 8 and c.selector_bits == 4
+    assert c.bits_per_scalar == 4 + 4 / 8 + 8 / 64 == 4.625
+
+
+@pytest.mark.parametrize("lb,la,nc,expected", [
+    (4, 64, 4, 4 + 2 / 4 + 8 / 64), (8, 64, 1, 4 + 0 + 8 / 64), (16, 128, 16, 4 + 4 / 16 + 8 / 128),
+    (2, 2, 2, 4 + 1 / 2 + 8 / 2)])
+def test_bits_per_scalar_formula(lb, la, nc, expected):
+    assert BCQConfig(block_len=lb, array_len=la, n_codebooks=nc).bits_per_scalar == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("block_len", 3, "(2, 4, 8, 16)"), ("block_len", 32, "(2, 4, 8, 16)"),
+    ("array_len", 60, "multiple of block_len=8"), ("array_len", 0, "multiple"),
+    ("n_codebooks", 3, "(1, 2, 4, 8, 16)"), ("n_codebooks", 32, "(1, 2, 4, 8, 16)"),
+    ("entry_bits", 3, "4..8"), ("entry_bits", 9, "4..8"),
+    ("scale_format", "fp16", "e4m3"), ("e8m0_min_exp", 5, "-30..0"),
+    ("tensor_scale", "yes", "true or false"), ("block_len", 8.0, "integer"), ("n_codebooks", True, "integer")])
+def test_invalid_config_names_field_and_allowed_values(field, value, words):
+    with pytest.raises(ConfigError) as e:
+        BCQConfig(**{field: value})
+    assert field in str(e.value) and words in str(e.value)
+
+
+def test_parse_and_dict_round_trip():
+    c = BCQConfig.parse("block_len=4, n_codebooks=4,scale_format=e8m0,tensor_scale=false")
+    assert (c.block_len, c.n_codebooks, c.scale_format, c.tensor_scale) == (4, 4, "e8m0", False)
+    assert BCQConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ConfigError, match="colour"):
+        BCQConfig.parse("colour=red")
+    with pytest.raises(ConfigError, match="block_len"):
+        BCQConfig.parse("block_len=eight")
+    with pytest.raises(ConfigError, match="config.bogus"):
+        BCQConfig.from_dict({"bogus": 1})
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        DEFAULT.block_len = 4
