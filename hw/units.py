@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from sw.config import BCQConfig
 from sw.errors import BCQError, ConfigError
 
 __all__ = ["UNITS", "build_unit", "write_verilog", "parse_options"]
@@ -14,7 +15,23 @@ def _bcq_dot(config, codebooks=None, blocks_per_cycle=1, max_len=None, codebook_
                   codebooks=codebooks, codebook_rom=codebook_rom)
 
 
-UNITS = {"bcq-dot": (_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool})}
+def _bxp_mac(config, n_bits=8, block_bits=2, max_len=4096):
+    from sw.axbxp import BxPConfig
+    from .bxp_mac import BxPMac
+    return BxPMac(BxPConfig(n_bits=n_bits, block_bits=block_bits), max_len=max_len)
+
+
+def _int_mac(config, n_bits=8, lanes=1, max_len=4096):
+    from .int_mac import IntMac
+    return IntMac(n_bits, lanes, max_len=max_len)
+
+
+# name -> (factory, Verilog module name, {option: type}); `config` is the BCQ format config.
+UNITS = {
+    "bcq-dot": (_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool}),
+    "bxp-mac": (_bxp_mac, "bxp_mac", {"n_bits": int, "block_bits": int, "max_len": int}),
+    "int-mac": (_int_mac, "int_mac", {"n_bits": int, "lanes": int, "max_len": int}),
+}
 
 
 def parse_options(unit, options):
@@ -43,6 +60,8 @@ def build_unit(unit, config, options=(), codebooks=None):
         raise BCQError(f"unknown unit {unit!r}; allowed: {', '.join(UNITS)}")
     factory, name, _ = UNITS[unit]
     kwargs = parse_options(unit, options)
+    if unit != "bcq-dot" and config != BCQConfig():
+        raise BCQError(f"--config is the BCQ format; unit {unit} takes --option instead")
     if kwargs.get("codebook_rom") and codebooks is None:
         from sw.codebooks import default_codebooks
         codebooks = default_codebooks(config)
@@ -65,6 +84,11 @@ def write_verilog(unit, output, *, config, options=(), codebooks=None):
     ports = ", ".join(sorted({line.split()[-1].rstrip(";") for line in text.splitlines()
                               if line.strip().startswith(("input", "output"))}))
     extra = ""
-    if hasattr(dut, "latency"):
-        extra = f"; latency {dut.latency} cycles, {dut.macs_per_cycle} MACs/cycle, acc {dut.acc_bits} bits"
-    return f"wrote {output}: module {name} ({config.describe()}{extra}); ports: {ports}"
+    if unit == "bcq-dot":
+        what = f"{config.describe()}; latency {dut.latency} cycles, {dut.macs_per_cycle} MACs/cycle"
+    elif unit == "bxp-mac":
+        modes = ", ".join(f"{m.name}:{dut.products_per_cycle(m)}" for m in dut.config.modes)
+        what = f"N={dut.config.n_bits} k={dut.config.block_bits}; latency {dut.latency} cycles; products/cycle {modes}"
+    else:
+        what = f"{dut.n_bits}-bit x {dut.lanes} lanes; latency {dut.latency} cycles"
+    return f"wrote {output}: module {name} ({what}; acc {dut.acc_bits} bits); ports: {ports}"

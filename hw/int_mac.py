@@ -1,0 +1,68 @@
+"""Plain fixed-precision integer MAC array: the baseline the reconfigurable units are priced
+against (same stream interface and pipeline style, no reconfigurability).
+"""
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.errors import ConfigError
+
+from .bcq_dot import tree_sum
+
+__all__ = ["IntMac"]
+
+
+class IntMac(wiring.Component):
+    """``lanes`` signed ``n_bits`` x ``n_bits`` products per cycle, summed and accumulated per vector.
+
+    Members: ``i`` (stream of ``{x: [lanes] signed, w: [lanes] signed, last}``) and ``o``
+    (one signed ``acc_bits`` sum per vector). Latency ``latency`` (= 4) cycles; one beat per cycle.
+    """
+
+    latency = 4
+
+    def __init__(self, n_bits=8, lanes=1, *, max_len=4096):
+        for name, v in (("n_bits", n_bits), ("lanes", lanes), ("max_len", max_len)):
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(name, v, "a positive integer")
+        self.n_bits, self.lanes, self.max_len = n_bits, lanes, max_len
+        layout = data.StructLayout({"x": data.ArrayLayout(signed(n_bits), lanes),
+                                    "w": data.ArrayLayout(signed(n_bits), lanes), "last": 1})
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(self.acc_bits)))})
+
+    @property
+    def macs_per_cycle(self):
+        return self.lanes
+
+    @property
+    def acc_bits(self):
+        return (self.max_len * self.lanes * (1 << (2 * self.n_bits - 2))).bit_length() + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+
+        def reg(name, shape, value):
+            r = Signal(shape, name=name)
+            with m.If(en):
+                m.d.sync += r.eq(value)
+            return r
+
+        p = self.i.payload
+        v1, l1 = reg("s1_valid", 1, self.i.valid), reg("s1_last", 1, p.last)
+        x1 = [reg(f"s1_x{j}", signed(self.n_bits), p.x[j]) for j in range(self.lanes)]
+        w1 = [reg(f"s1_w{j}", signed(self.n_bits), p.w[j]) for j in range(self.lanes)]
+        prods = [reg(f"s2_p{j}", signed(2 * self.n_bits), x1[j] * w1[j]) for j in range(self.lanes)]
+        v2, l2 = reg("s2_valid", 1, v1), reg("s2_last", 1, l1)
+        s3 = reg("s3_sum", signed(2 * self.n_bits + self.lanes.bit_length()), tree_sum(prods))
+        v3, l3 = reg("s3_valid", 1, v2), reg("s3_last", 1, l2)
+        acc = Signal(signed(self.acc_bits))
+        new = Signal(signed(self.acc_bits))
+        m.d.comb += new.eq(acc + s3)
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(v3 & l3)
+            with m.If(v3):
+                m.d.sync += [acc.eq(Mux(l3, 0, new)), self.o.payload.eq(new)]
+        return m

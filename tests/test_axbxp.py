@@ -1,0 +1,116 @@
+"""The Ax-BxP golden model against independent per-digit references."""
+import random
+
+import pytest
+import torch
+
+from sw.axbxp import DEFAULT_BXP, BxPConfig, Mode, dot, product
+from sw.errors import BCQError, ConfigError
+
+ALL8 = torch.arange(-128, 128)
+
+
+def pairs(lo, hi):
+    v = torch.arange(lo, hi + 1)
+    return tuple(t.flatten() for t in torch.meshgrid(v, v, indexing="ij"))
+
+
+def digits(v, k, n):
+    return [(v >> (k * b)) & ((1 << k) - 1) for b in range(n)]
+
+
+def ref_static(x, w, k, kb, keep_pairs):
+    mx, mw = digits(abs(x), k, kb), digits(abs(w), k, kb)
+    mag = sum(mx[i] * mw[j] << (k * (i + j)) for i, j in keep_pairs)
+    return -mag if (x < 0) != (w < 0) else mag
+
+
+def ref_dynamic(x, w, k, d):
+    def trunc(v):
+        v = abs(v)
+        if v == 0:
+            return 0
+        lead = (v.bit_length() - 1) // k
+        low = max(0, lead - d + 1)
+        return v >> (k * low) << (k * low)
+    mag = trunc(x) * trunc(w)
+    return -mag if (x < 0) != (w < 0) else mag
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_exact_modes_are_exact_over_every_pair(signed):
+    for mode in (m for m in DEFAULT_BXP.modes if m.kind == "exact"):
+        x, w = pairs(*DEFAULT_BXP.operand_range(mode, signed))
+        assert torch.equal(product(x, w, DEFAULT_BXP, mode, signed), x * w), mode.name
+
+
+def test_static_positions_are_whole_top_diagonals():
+    c = DEFAULT_BXP
+    assert c.static_positions(c.modes[c.mode_index("static1")]) == [(3, 3)]
+    assert sorted(c.static_positions(c.modes[c.mode_index("static3")])) == [(2, 3), (3, 2), (3, 3)]
+    assert len(c.static_positions(c.modes[c.mode_index("static6")])) == 6
+
+
+@pytest.mark.parametrize("name", [m.name for m in DEFAULT_BXP.modes if m.kind != "exact"])
+def test_approximate_modes_match_per_digit_reference(name, seed):
+    c = DEFAULT_BXP
+    mode = c.modes[c.mode_index(name)]
+    rng = random.Random(seed)
+    xs = [rng.randint(-128, 127) for _ in range(3000)] + [-128, 127, 0, 1, -1, 64, -64, 3]
+    ws = [rng.randint(-128, 127) for _ in range(3000)] + [-128, -128, 5, 0, 127, 64, 3, -64]
+    got = product(torch.tensor(xs), torch.tensor(ws), c, mode, True).tolist()
+    for x, w, g in zip(xs, ws, got):
+        if mode.kind == "static":
+            want = ref_static(x, w, 2, 4, c.static_positions(mode))
+        else:
+            want = ref_dynamic(x, w, 2, mode.keep)
+        assert g == want, (name, x, w)
+
+
+def test_error_shrinks_as_more_blocks_are_kept():
+    x, w = pairs(-128, 127)
+    exact = (x * w).double()
+    def mean_rel(name):
+        p = product(x, w, DEFAULT_BXP, name, True).double()
+        nz = exact != 0
+        return float(((p - exact).abs()[nz] / exact.abs()[nz]).mean())
+    assert mean_rel("dynamic3") < mean_rel("dynamic2") < mean_rel("dynamic1") < 1
+    assert mean_rel("static6") < mean_rel("static3") < mean_rel("static1")
+    # Dynamic keeps the leading blocks: its error is bounded, and tiny operands are exact.
+    assert torch.equal(product(torch.tensor([3, -2]), torch.tensor([-3, 1]), DEFAULT_BXP, "dynamic1", True),
+                       torch.tensor([-9, -2]))
+
+
+def test_dot_sums_products():
+    x = torch.tensor([[1, -2, 3], [127, -128, 0]])
+    w = torch.tensor([[4, 5, -6], [1, 1, 1]])
+    assert dot(x, w).tolist() == [4 - 10 - 18, -1]
+
+
+def test_products_per_cycle_scale_with_precision():
+    c = DEFAULT_BXP
+    ppc = {m.name: c.products_per_cycle(m) for m in c.modes}
+    assert ppc["exact8"] == 1 and ppc["exact4"] == 4 and ppc["exact2"] == 16
+    assert ppc["dynamic2"] == 4 and ppc["dynamic1"] == 16 and ppc["static3"] == 5
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"n_bits": 7}, "n_bits"), ({"block_bits": 0}, "block_bits"),
+    ({"modes": (Mode("a", "exact", 8), Mode("a", "exact", 4))}, "distinct"),
+    ({"modes": (Mode("a", "fuzzy", 8),)}, "kind"), ({"modes": (Mode("a", "exact", 3),)}, "precision"),
+    ({"modes": (Mode("a", "static", 8, 17),)}, "keep"), ({"modes": (Mode("a", "dynamic", 8, 5),)}, "keep"),
+    ({"modes": ()}, "at least one")])
+def test_bad_configs(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        BxPConfig(**kwargs)
+
+
+def test_bad_operands():
+    with pytest.raises(BCQError, match=r"allows \[-8, 7\]"):
+        product(torch.tensor([9]), torch.tensor([1]), DEFAULT_BXP, "exact4", True)
+    with pytest.raises(BCQError, match=r"allows \[0, 255\]"):
+        product(torch.tensor([-1]), torch.tensor([1]), DEFAULT_BXP, "exact8", False)
+    with pytest.raises(BCQError, match="unknown mode 'exact9'"):
+        product(torch.tensor([1]), torch.tensor([1]), DEFAULT_BXP, "exact9")
+    with pytest.raises(BCQError, match="integer tensor"):
+        product(torch.tensor([1.5]), torch.tensor([1]), DEFAULT_BXP)
