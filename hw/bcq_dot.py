@@ -16,10 +16,11 @@ from sw.errors import ConfigError
 from sw.golden import DEFAULT_MAX_LEN, Arithmetic
 from sw.lobcq import BCQTensor
 
-from .layout import pack
+from sw.packing import pack
 from .scale import decode_scale
 
-__all__ = ["BCQDot", "beat_layout", "codebook_write_signature", "vector_beats", "tree_sum"]
+__all__ = ["BCQDot", "beat_layout", "codebook_write_signature", "codebook_lookup", "codebook_address",
+           "vector_beats", "tree_sum"]
 
 
 def beat_layout(config: BCQConfig, blocks_per_cycle=1):
@@ -44,6 +45,25 @@ def codebook_write_signature(config: BCQConfig):
         "addr": Out(range(config.n_codebooks * config.n_entries)),
         "data": Out(signed(config.entry_bits)),
     })
+
+
+def codebook_address(config: BCQConfig, idx, sel):
+    """Table address of index ``idx`` in codebook ``sel`` (``sel`` None when Nc = 1)."""
+    return Cat(idx, sel) if config.selector_bits else idx
+
+
+def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
+    """One copy of the Nc x 16 codebook table with one synchronous read port (maps onto a block
+    RAM); every copy is written through the shared ``cbw`` port (None: a ROM). Returns the
+    read data, valid the cycle after ``addr`` and held while ``en`` is low."""
+    mem = memory.Memory(shape=signed(config.entry_bits), depth=config.n_codebooks * config.n_entries, init=init)
+    m.submodules[name] = mem
+    if cbw is not None:
+        wp = mem.write_port()
+        m.d.comb += [wp.en.eq(cbw.en), wp.addr.eq(cbw.addr), wp.data.eq(cbw.data)]
+    rp = mem.read_port()
+    m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+    return rp.data
 
 
 def tree_sum(values):
@@ -71,6 +91,10 @@ class BCQDot(wiring.Component):
         Initial codebook contents (zeros if None).
     codebook_rom : bool
         Bake ``codebooks`` in as a ROM (no ``cbw`` port).
+    external_x : bool
+        Take the activation codewords from the ``x_words`` port instead of looking them up
+        (an engine of several units shares one activation lookup); ``x_idx``/``x_sel`` of the
+        beat are then unused.
 
     Members
     -------
@@ -82,6 +106,9 @@ class BCQDot(wiring.Component):
         Back-pressure stalls the whole pipeline: no result is lost or duplicated.
     cbw : ``In(codebook_write_signature(config))`` (absent with ``codebook_rom``)
         Writes one codebook entry per cycle. Write while no vector is in flight.
+    x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
+        The codewords of the beat accepted on the previous clock edge, read from memories
+        enabled by ``i.ready`` (so they hold while the unit stalls).
 
     Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
     Latency: ``latency`` (= 6) cycles from the clock edge that accepts a vector's ``last``
@@ -92,7 +119,7 @@ class BCQDot(wiring.Component):
     latency = 6
 
     def __init__(self, config: BCQConfig = DEFAULT, *, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN,
-                 codebooks: Codebooks | None = None, codebook_rom=False):
+                 codebooks: Codebooks | None = None, codebook_rom=False, external_x=False):
         if not isinstance(config, BCQConfig):
             raise ConfigError("config", type(config).__name__, "a BCQConfig")
         b = operator.index(blocks_per_cycle)
@@ -108,12 +135,15 @@ class BCQDot(wiring.Component):
         self.arith = Arithmetic(config, max_len)
         self.codebooks = codebooks
         self.codebook_rom = bool(codebook_rom)
+        self.external_x = bool(external_x)
         members = {
             "i": In(stream.Signature(beat_layout(config, b))),
             "o": Out(stream.Signature(signed(self.arith.acc_bits))),
         }
         if not self.codebook_rom:
             members["cbw"] = In(codebook_write_signature(config))
+        if self.external_x:
+            members["x_words"] = In(data.ArrayLayout(signed(config.entry_bits), self.macs_per_cycle))
         super().__init__(members)
 
     # Figures that tests, docs and benches read --------------------------------------------
@@ -152,23 +182,18 @@ class BCQDot(wiring.Component):
         with m.If(take):
             m.d.sync += beat.eq(Mux(arr_end, 0, beat + 1))
 
-        # Stage 1: codebook lookup. One copy of the Nc x 16 table per lookup (all copies written
-        # together), each a one-read-port synchronous memory that maps onto a block RAM.
+        # Stage 1: codebook lookup, one table copy per lookup (see codebook_lookup).
         init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
         words = {"w": [], "x": []}
         for j in range(lanes):
             for op in ("w", "x"):
-                mem = memory.Memory(shape=signed(cfg.entry_bits), depth=cfg.n_codebooks * cfg.n_entries,
-                                    init=init)
-                m.submodules[f"codebook_{op}{j}"] = mem
-                if not self.codebook_rom:
-                    wp = mem.write_port()
-                    m.d.comb += [wp.en.eq(self.cbw.en), wp.addr.eq(self.cbw.addr), wp.data.eq(self.cbw.data)]
-                rp = mem.read_port()
-                idx = p[f"{op}_idx"][j]
-                addr = Cat(idx, p[f"{op}_sel"][j // cfg.block_len]) if cfg.selector_bits else idx
-                m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
-                words[op].append(rp.data)
+                if op == "x" and self.external_x:
+                    words["x"].append(self.x_words[j])
+                    continue
+                words[op].append(codebook_lookup(
+                    m, f"codebook_{op}{j}", cfg, init, None if self.codebook_rom else self.cbw,
+                    codebook_address(cfg, p[f"{op}_idx"][j], p[f"{op}_sel"][j // cfg.block_len]
+                                     if cfg.selector_bits else None), en))
 
         def stage(name, shape, value):
             reg = Signal(shape, name=name)

@@ -13,7 +13,7 @@ from sw.axbxp import DEFAULT_BXP, BxPConfig
 from sw.errors import ConfigError
 
 from .bcq_dot import tree_sum
-from .layout import pack
+from sw.packing import pack
 
 __all__ = ["BxPMac", "bxp_beat_layout", "mac_beats"]
 

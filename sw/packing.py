@@ -1,4 +1,4 @@
-"""Packing Python values into the flat bits of an Amaranth layout (and back).
+"""Packing Python values into the flat bits of an Amaranth data layout (and back).
 
 The gateware declares its payloads as ``data.StructLayout``/``data.ArrayLayout``; host code,
 testbenches and image writers pack with these helpers from the same layout object, so a bit's

@@ -1,0 +1,341 @@
+"""Weight images: LO-BCQ-encoded layers as the memory words the matrix-vector engine reads.
+
+An image is a directory::
+
+    manifest.json                 kind, version, BCQ config, engine layout, layers, SHA-256 of files
+    codebook.hex / codebook.bin   Nc*16 entries
+    <layer>.weights.hex / .bin    weight words   (layout: sw.image_layout.EngineLayout)
+    <layer>.scales.hex / .bin     scale words
+
+``.hex`` is ``$readmemh`` text (one word per line, ceil(width/4) hex digits); ``.bin`` is raw
+little-endian, ceil(width/8) bytes per word. Every file is written atomically (temp file +
+rename) and the manifest last, so an interrupted write never leaves an image that verifies.
+"""
+
+from dataclasses import dataclass
+import hashlib
+import json
+import os
+from pathlib import Path
+import re
+import tempfile
+
+import torch
+
+from .codebooks import Codebooks
+from .config import BCQConfig
+from .errors import BCQError, ConfigError, FileFormatError
+from .image_layout import EngineLayout
+from .lobcq import BCQTensor, encode
+
+__all__ = ["write_image", "read_image", "Image", "LayerImage", "weight_words", "scale_words",
+           "words_to_tensor", "IMAGE_KIND", "IMAGE_VERSION"]
+
+IMAGE_KIND = "bcq-image"
+IMAGE_VERSION = 1
+MAX_ROWS = 1 << 20
+MAX_COLS = 1 << 20
+
+
+@dataclass
+class LayerImage:
+    name: str
+    shape: tuple
+    weights: BCQTensor
+    weight_words: list
+    scale_words: list
+
+
+@dataclass
+class Image:
+    path: Path
+    layout: EngineLayout
+    codebooks: Codebooks
+    layers: dict  # name -> LayerImage
+    manifest: dict
+
+    @property
+    def config(self) -> BCQConfig:
+        return self.layout.config
+
+
+# -- word packing (field offsets come from the layout object) ------------------------------
+
+def _lane_fields(layout: EngineLayout):
+    lane = layout.lane_layout
+    idx = lane["idx"]
+    idx_w = layout.config.index_bits
+    idx_off = [idx.offset + j * idx_w for j in range(layout.scalars_per_beat)]
+    sel_off = []
+    if layout.config.selector_bits:
+        sel = lane["sel"]
+        sel_off = [sel.offset + b * layout.config.selector_bits for b in range(layout.blocks_per_cycle)]
+    lane_w = layout.weight_width // layout.lanes
+    return idx_off, sel_off, lane_w
+
+
+def _scale_fill(cfg: BCQConfig):
+    """Scale code of padding rows: the smallest code (value 0 for E4M3)."""
+    return 0 if cfg.scale_format == "e4m3" else 127 + cfg.scale.exp_min
+
+
+def weight_words(q: BCQTensor, layout: EngineLayout):
+    """Weight-memory words (ints) of a 2-D encoded matrix, in address order."""
+    rows, cols = q.shape
+    layout.check_shape(rows, cols)
+    R, S, B = layout.lanes, layout.scalars_per_beat, layout.blocks_per_cycle
+    idx_off, sel_off, lane_w = _lane_fields(layout)
+    groups, bpr = layout.groups(rows), layout.beats_per_row(cols)
+    pad = groups * R - rows
+    idx = torch.cat([q.indices, torch.zeros(pad, cols, dtype=torch.uint8)]).reshape(groups, R, bpr, S).tolist()
+    sel = torch.cat([q.selectors, torch.zeros(pad, cols // q.config.block_len, dtype=torch.uint8)]
+                    ).reshape(groups, R, bpr, B).tolist()
+    words = []
+    for g in range(groups):
+        for k in range(bpr):
+            word = 0
+            for r in range(R):
+                base = r * lane_w
+                for off, v in zip(idx_off, idx[g][r][k]):
+                    word |= v << (base + off)
+                for off, v in zip(sel_off, sel[g][r][k]):
+                    word |= v << (base + off)
+            words.append(word)
+    return words
+
+
+def scale_words(q: BCQTensor, layout: EngineLayout):
+    rows, cols = q.shape
+    R, groups, apr = layout.lanes, layout.groups(rows), layout.arrays_per_row(cols)
+    pad = groups * R - rows
+    sc = torch.cat([q.scales, torch.full((pad, apr), _scale_fill(q.config), dtype=torch.uint8)])
+    sc = sc.reshape(groups, R, apr).tolist()
+    w = layout.config.scale_bits
+    return [sum(sc[g][r][a] << (r * w) for r in range(R)) for g in range(groups) for a in range(apr)]
+
+
+def words_to_tensor(wwords, swords, shape, codebooks, tensor_scale, layout: EngineLayout):
+    """Inverse of weight_words/scale_words: rebuild the encoded matrix."""
+    rows, cols = shape
+    R, S, B = layout.lanes, layout.scalars_per_beat, layout.blocks_per_cycle
+    idx_off, sel_off, lane_w = _lane_fields(layout)
+    groups, bpr, apr = layout.groups(rows), layout.beats_per_row(cols), layout.arrays_per_row(cols)
+    im, sm = (1 << layout.config.index_bits) - 1, (1 << layout.config.selector_bits) - 1
+    idx = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
+    sel = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
+    for g in range(groups):
+        for k in range(bpr):
+            word = wwords[g * bpr + k]
+            for r in range(R):
+                lane = word >> (r * lane_w)
+                idx[g][r][k] = [(lane >> off) & im for off in idx_off]
+                sel[g][r][k] = [(lane >> off) & sm for off in sel_off] if sel_off else [0] * B
+    w = layout.config.scale_bits
+    sc = [[[(swords[g * apr + a] >> (r * w)) & 0xFF for a in range(apr)] for r in range(R)] for g in range(groups)]
+    t = lambda v, *s: torch.tensor(v, dtype=torch.uint8).reshape(*s)[:rows]  # noqa: E731
+    return BCQTensor(codebooks, t(idx, groups * R, cols), t(sel, groups * R, cols // layout.config.block_len),
+                     t(sc, groups * R, apr), tensor_scale)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, payload: bytes):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _hex(words, width):
+    digits = (width + 3) // 4
+    return "".join(f"{w:0{digits}x}\n" for w in words).encode()
+
+
+def _bin(words, width):
+    n = (width + 7) // 8
+    return b"".join(w.to_bytes(n, "little") for w in words)
+
+
+def _safe_name(name):
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name.startswith("."):
+        raise BCQError(f"layer name {name!r}: use letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout):
+    """Encode each 2-D float weight of ``layers`` (name -> tensor) and write the image.
+    Returns the manifest (a dict)."""
+    if codebooks.config != layout.config:
+        raise BCQError("the codebooks were calibrated for another config than the engine layout's")
+    if not layers:
+        raise BCQError("no layers to write")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FileFormatError(out, f"cannot create the image directory: {e.strerror}") from None
+    manifest_path = out / "manifest.json"
+    manifest_path.unlink(missing_ok=True)  # the old image is invalid from here until we finish
+    files = {}
+
+    def emit(stem, words, width):
+        entry = {"depth": len(words), "width": width}
+        for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
+            name = f"{stem}.{ext}"
+            _atomic_write(out / name, payload)
+            files[name] = hashlib.sha256(payload).hexdigest()
+            entry[ext] = name
+        return entry
+
+    cfg = layout.config
+    mask = (1 << cfg.entry_bits) - 1
+    cb_entry = emit("codebook", [v & mask for v in codebooks.entries.flatten().tolist()], cfg.entry_bits)
+    layer_entries = []
+    for name, w in layers.items():
+        _safe_name(name)
+        if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
+            raise BCQError(f"layer {name}: a 2-D floating-point weight is needed, got "
+                           f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}")
+        rows, cols = w.shape
+        if rows > MAX_ROWS or cols > MAX_COLS:
+            raise BCQError(f"layer {name}: shape {tuple(w.shape)} exceeds {MAX_ROWS} x {MAX_COLS}")
+        try:
+            layout.check_shape(rows, cols)
+        except ConfigError as e:
+            raise BCQError(f"layer {name}: {e}") from None
+        q = encode(w, codebooks)
+        layer_entries.append({
+            "name": name, "shape": [rows, cols], "tensor_scale": q.tensor_scale,
+            "weights": emit(f"{name}.weights", weight_words(q, layout), layout.weight_width),
+            "scales": emit(f"{name}.scales", scale_words(q, layout), layout.scale_width)})
+    manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "config": cfg.to_dict(),
+                "layout": layout.describe(), "codebook": cb_entry, "layers": layer_entries, "sha256": files}
+    _atomic_write(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
+    return manifest
+
+
+def _field(obj, key, kind, where, source):
+    if not isinstance(obj, dict) or key not in obj:
+        raise FileFormatError(source, f"missing field {where}{key}")
+    v = obj[key]
+    if kind is int and (not isinstance(v, int) or isinstance(v, bool)):
+        raise FileFormatError(source, f"field {where}{key} must be an integer, not {v!r}")
+    if kind is not int and not isinstance(v, kind):
+        raise FileFormatError(source, f"field {where}{key} has the wrong type ({type(v).__name__})")
+    return v
+
+
+def _read_words(root, entry, where, manifest_path, checksums):
+    depth = _field(entry, "depth", int, where, manifest_path)
+    width = _field(entry, "width", int, where, manifest_path)
+    if depth < 0 or not 0 < width <= 4096:
+        raise FileFormatError(manifest_path, f"field {where}depth/width out of range ({depth}, {width})")
+    data = {}
+    for ext in ("hex", "bin"):
+        name = _field(entry, ext, str, where, manifest_path)
+        if Path(name).name != name:
+            raise FileFormatError(manifest_path, f"field {where}{ext}: {name!r} is not a plain file name")
+        path = root / name
+        try:
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            raise FileFormatError(path, "missing (listed in manifest.json)") from None
+        except OSError as e:
+            raise FileFormatError(path, f"cannot read: {e.strerror}") from None
+        want = checksums.get(name) if isinstance(checksums, dict) else None
+        if want is None:
+            raise FileFormatError(manifest_path, f"no SHA-256 for {name} in field sha256")
+        if hashlib.sha256(payload).hexdigest() != want:
+            raise FileFormatError(path, "SHA-256 mismatch: the file is damaged or was changed")
+        data[ext] = payload
+    nbytes = (width + 7) // 8
+    if len(data["bin"]) != depth * nbytes:
+        raise FileFormatError(root / entry["bin"], f"{len(data['bin'])} bytes; depth {depth} x {nbytes} bytes expected")
+    words = [int.from_bytes(data["bin"][i * nbytes:(i + 1) * nbytes], "little") for i in range(depth)]
+    if any(w >> width for w in words):
+        raise FileFormatError(root / entry["bin"], f"a word has bits above width {width}")
+    try:
+        hex_words = [int(line, 16) for line in data["hex"].decode().split()]
+    except (UnicodeDecodeError, ValueError):
+        raise FileFormatError(root / entry["hex"], "not $readmemh text") from None
+    if hex_words != words:
+        raise FileFormatError(root / entry["hex"], f"differs from {entry['bin']}")
+    return words
+
+
+def read_image(path, expect: EngineLayout | None = None) -> Image:
+    """Load and verify an image directory; any damage raises FileFormatError naming the file
+    and field. With ``expect``, an image for another config or engine layout is refused."""
+    root = Path(path)
+    manifest_path = root / "manifest.json"
+    if not root.is_dir():
+        raise FileFormatError(root, "no such image directory")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise FileFormatError(manifest_path, "missing: not an image directory (or an interrupted write)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(manifest_path, f"not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != IMAGE_KIND:
+        raise FileFormatError(manifest_path, f"field kind must be {IMAGE_KIND!r}")
+    if manifest.get("version") != IMAGE_VERSION:
+        raise FileFormatError(manifest_path, f"field version {manifest.get('version')!r} is not supported "
+                              f"(this program reads version {IMAGE_VERSION})")
+    try:
+        config = BCQConfig.from_dict(manifest.get("config"), source="config")
+        lay = _field(manifest, "layout", dict, "", manifest_path)
+        layout = EngineLayout(config, _field(lay, "lanes", int, "layout.", manifest_path),
+                              _field(lay, "blocks_per_cycle", int, "layout.", manifest_path))
+    except ConfigError as e:
+        raise FileFormatError(manifest_path, str(e)) from None
+    if lay != layout.describe():
+        raise FileFormatError(manifest_path, "field layout does not match the word layout this program writes")
+    if expect is not None and expect != layout:
+        raise FileFormatError(manifest_path, f"image is for lanes={layout.lanes}, blocks_per_cycle="
+                              f"{layout.blocks_per_cycle}, {config.describe()}; the hardware was built for "
+                              f"lanes={expect.lanes}, blocks_per_cycle={expect.blocks_per_cycle}, "
+                              f"{expect.config.describe()}")
+    checksums = manifest.get("sha256")
+    cb_entry = _field(manifest, "codebook", dict, "", manifest_path)
+    if (cb_entry.get("depth"), cb_entry.get("width")) != (config.n_codebooks * 16, config.entry_bits):
+        raise FileFormatError(manifest_path, "field codebook: depth/width do not match the config")
+    raw = _read_words(root, cb_entry, "codebook.", manifest_path, checksums)
+    half = 1 << (config.entry_bits - 1)
+    entries = torch.tensor([v - 2 * half if v >= half else v for v in raw]).reshape(config.n_codebooks, 16)
+    codebooks = Codebooks(config, entries)
+    layers = {}
+    for i, entry in enumerate(_field(manifest, "layers", list, "", manifest_path)):
+        where = f"layers[{i}]."
+        name = _field(entry, "name", str, where, manifest_path)
+        shape = _field(entry, "shape", list, where, manifest_path)
+        if len(shape) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+            raise FileFormatError(manifest_path, f"field {where}shape must be [rows, cols]")
+        rows, cols = shape
+        if not (0 < rows <= MAX_ROWS and 0 < cols <= MAX_COLS) or cols % config.array_len:
+            raise FileFormatError(manifest_path, f"field {where}shape {shape}: rows 1..{MAX_ROWS}, cols a "
+                                  f"multiple of array_len={config.array_len} up to {MAX_COLS}")
+        ts = entry.get("tensor_scale")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not ts > 0 or ts != ts or ts == float("inf"):
+            raise FileFormatError(manifest_path, f"field {where}tensor_scale must be a positive finite number")
+        for part, depth, width in (("weights", layout.weight_depth(rows, cols), layout.weight_width),
+                                   ("scales", layout.scale_depth(rows, cols), layout.scale_width)):
+            e = _field(entry, part, dict, where, manifest_path)
+            if (e.get("depth"), e.get("width")) != (depth, width):
+                raise FileFormatError(manifest_path, f"field {where}{part}: depth/width {e.get('depth')}/"
+                                      f"{e.get('width')} do not match shape {shape} ({depth}/{width} expected)")
+        ww = _read_words(root, entry["weights"], f"{where}weights.", manifest_path, checksums)
+        sw = _read_words(root, entry["scales"], f"{where}scales.", manifest_path, checksums)
+        q = words_to_tensor(ww, sw, (rows, cols), codebooks, float(ts), layout)
+        if q.selectors.numel() and int(q.selectors.max()) >= config.n_codebooks:
+            raise FileFormatError(root / entry["weights"]["bin"], f"a selector exceeds n_codebooks={config.n_codebooks}")
+        try:
+            from .numerics import scale_decode
+            scale_decode(q.scales, config.scale, what=f"layer {name} scale code")
+        except BCQError as e:
+            raise FileFormatError(root / entry["scales"]["bin"], str(e)) from None
+        layers[name] = LayerImage(name, (rows, cols), q, ww, sw)
+    return Image(root, layout, codebooks, layers, manifest)
