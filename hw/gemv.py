@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from sw.codebooks import Codebooks
 from sw.errors import ConfigError
+from sw.golden import Arithmetic
 from sw.image import LayerImage
 from sw.image_layout import EngineLayout
 
@@ -78,7 +79,7 @@ class GEMV(wiring.Component):
             raise ConfigError("rom", True, "only with codebooks and an image")
         self.layout, self.max_rows, self.max_cols = layout, max_rows, max_cols
         self.codebooks, self.image, self.rom = codebooks, image, bool(rom)
-        self.unit = BCQDot(cfg, blocks_per_cycle=layout.blocks_per_cycle, max_len=max_cols, external_x=True)
+        self.arith = Arithmetic(cfg, max_cols)
         members = {
             "x": In(stream.Signature(activation_layout(layout))),
             "o": Out(stream.Signature(data.StructLayout({"value": signed(self.acc_bits),
@@ -94,7 +95,7 @@ class GEMV(wiring.Component):
 
     @property
     def acc_bits(self):
-        return self.unit.acc_bits
+        return self.arith.acc_bits
 
     @property
     def macs_per_cycle(self):
@@ -115,7 +116,7 @@ class GEMV(wiring.Component):
     def cycles(self, rows, cols):
         """Cycles from the first activation beat to the last result, with no back-pressure."""
         lay = self.layout
-        return lay.beats_per_row(cols) * (1 + lay.groups(rows)) + self.unit.latency + 2 + min(rows, lay.lanes)
+        return lay.beats_per_row(cols) * (1 + lay.groups(rows)) + BCQDot.latency + 2 + min(rows, lay.lanes)
 
     def elaborate(self, platform):
         m = Module()

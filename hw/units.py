@@ -26,11 +26,30 @@ def _int_mac(config, n_bits=8, lanes=1, max_len=4096):
     return IntMac(n_bits, lanes, max_len=max_len)
 
 
+def _gemv(config, lanes=4, blocks_per_cycle=1, max_rows=None, max_cols=None, rom=False, image=None, layer=None):
+    from sw.codebooks import default_codebooks
+    from sw.image import read_image
+    from sw.image_layout import EngineLayout
+    from .gemv import GEMV
+    if image is None:
+        layout = EngineLayout(config, lanes, blocks_per_cycle)
+        return GEMV(layout, max_rows=max_rows or 64, max_cols=max_cols or 1024,
+                    codebooks=default_codebooks(config) if rom else None, rom=rom)
+    img = read_image(image)
+    name = layer or next(iter(img.layers))
+    if name not in img.layers:
+        raise BCQError(f"image {image} has no layer {name!r}; layers: {', '.join(img.layers)}")
+    li = img.layers[name]
+    return GEMV(img.layout, max_rows=max_rows or li.shape[0], max_cols=max_cols or li.shape[1],
+                codebooks=img.codebooks, image=li, rom=rom)
+
+
 # name -> (factory, Verilog module name, {option: type}); `config` is the BCQ format config.
 UNITS = {
     "bcq-dot": (_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool}),
     "bxp-mac": (_bxp_mac, "bxp_mac", {"n_bits": int, "block_bits": int, "max_len": int}),
     "int-mac": (_int_mac, "int_mac", {"n_bits": int, "lanes": int, "max_len": int}),
+    "gemv": (_gemv, "gemv", {"lanes": int, "blocks_per_cycle": int, "max_rows": int, "max_cols": int, "rom": bool}),
 }
 
 
@@ -55,13 +74,17 @@ def parse_options(unit, options):
     return kwargs
 
 
-def build_unit(unit, config, options=(), codebooks=None):
+def build_unit(unit, config, options=(), codebooks=None, image=None, layer=None):
     if unit not in UNITS:
         raise BCQError(f"unknown unit {unit!r}; allowed: {', '.join(UNITS)}")
     factory, name, _ = UNITS[unit]
     kwargs = parse_options(unit, options)
     if unit != "bcq-dot" and config != BCQConfig():
         raise BCQError(f"--config is the BCQ format; unit {unit} takes --option instead")
+    if unit == "gemv":
+        return factory(config, image=image, layer=layer, **kwargs), name
+    if image is not None or layer is not None:
+        raise BCQError(f"--image/--layer apply to the gemv unit only, not {unit}")
     if kwargs.get("codebook_rom") and codebooks is None:
         from sw.codebooks import default_codebooks
         codebooks = default_codebooks(config)
@@ -70,25 +93,37 @@ def build_unit(unit, config, options=(), codebooks=None):
     return factory(config, **kwargs), name
 
 
-def write_verilog(unit, output, *, config, options=(), codebooks=None):
-    """Write the unit's Verilog (module named after the unit) and return a one-line summary."""
+def write_verilog(unit, output, *, config, options=(), codebooks=None, image=None, layer=None):
+    """Write the unit's Verilog (module named after the unit) and return a one-line summary.
+    For ``gemv`` the output is a directory: ``gemv.v`` plus the image's memory files."""
+    import shutil
     from sim.runner import verilog_text
-    dut, name = build_unit(unit, config, options, codebooks)
+    dut, name = build_unit(unit, config, options, codebooks, image, layer)
     text = verilog_text(dut, name)
     output = Path(output)
+    target = output / f"{name}.v" if unit == "gemv" else output
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        if unit == "gemv" and image is not None:
+            for f in Path(image).iterdir():
+                if f.suffix in (".hex", ".bin") or f.name == "manifest.json":
+                    shutil.copy2(f, output / f.name)
     except OSError as e:
         raise BCQError(f"{output}: cannot write: {e.strerror}") from None
-    ports = ", ".join(sorted({line.split()[-1].rstrip(";") for line in text.splitlines()
-                              if line.strip().startswith(("input", "output"))}))
-    extra = ""
+    output = target
+    import re
+    header = re.search(rf"^module {name}\((.*?)\);", text, re.M | re.S)
+    ports = ", ".join(sorted(p.strip() for p in header.group(1).split(","))) if header else "?"
     if unit == "bcq-dot":
         what = f"{config.describe()}; latency {dut.latency} cycles, {dut.macs_per_cycle} MACs/cycle"
     elif unit == "bxp-mac":
         modes = ", ".join(f"{m.name}:{dut.products_per_cycle(m)}" for m in dut.config.modes)
         what = f"N={dut.config.n_bits} k={dut.config.block_bits}; latency {dut.latency} cycles; products/cycle {modes}"
+    elif unit == "gemv":
+        lay = dut.layout
+        what = (f"{lay.config.describe()}; {lay.lanes} lanes, {dut.macs_per_cycle} MACs/cycle, "
+                f"up to {dut.max_rows} x {dut.max_cols}" + (f", memories from {image}" if image else ""))
     else:
         what = f"{dut.n_bits}-bit x {dut.lanes} lanes; latency {dut.latency} cycles"
     return f"wrote {output}: module {name} ({what}; acc {dut.acc_bits} bits); ports: {ports}"

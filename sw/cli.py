@@ -112,8 +112,50 @@ def cmd_verilog(args):
     from hw.units import UNITS, write_verilog
     if args.unit not in UNITS:
         raise BCQError(f"unknown unit {args.unit!r}; allowed: {', '.join(UNITS)}")
-    info = write_verilog(args.unit, args.output, config=_config(args.config), options=args.option)
+    info = write_verilog(args.unit, args.output, config=_config(args.config), options=args.option,
+                         image=args.image, layer=args.layer)
     print(info)
+
+
+def cmd_weights(args):
+    from .image import write_image
+    from .image_layout import EngineLayout
+    from .models import load_state_dict, select_layers
+
+    cb = _codebooks(args.codebooks, args.config)
+    layout = EngineLayout(cb.config, args.lanes, args.blocks_per_cycle)
+    layers = select_layers(load_state_dict(args.model), args.layers, cb.config.array_len)
+    manifest = write_image(args.output, layers, cb, layout)
+    for entry in manifest["layers"]:
+        print(f"  {entry['name']}: {entry['shape'][0]} x {entry['shape'][1]} -> {entry['weights']['bin']} "
+              f"({entry['weights']['depth']} x {entry['weights']['width']} bits), {entry['scales']['bin']}")
+    print(f"wrote image {args.output}/ ({len(manifest['layers'])} layers, {cb.config.describe()}, "
+          f"lanes={layout.lanes}); check it with: bcq image verify {args.output}")
+
+
+def cmd_image(args):
+    from .image import read_image
+    img = read_image(args.dir)
+    if args.action == "verify":
+        n = sum(len(l.weight_words) + len(l.scale_words) for l in img.layers.values())
+        print(f"{args.dir}: OK ({len(img.layers)} layers, {n} words, every SHA-256 and shape checked)")
+        return
+    m = img.manifest
+    lay = m["layout"]
+    print(f"image {args.dir} (format version {m['version']})")
+    print(f"  format: {img.config.describe()}")
+    print(f"  engine: {lay['lanes']} lanes, {lay['blocks_per_cycle']} block(s)/cycle; weight word "
+          f"{lay['weight_word']['width']} bits ({lay['weight_word']['address']}), scale word "
+          f"{lay['scale_word']['width']} bits ({lay['scale_word']['address']})")
+    print(f"  codebook: {m['codebook']['depth']} x {m['codebook']['width']} bits in {m['codebook']['hex']}")
+    for e in m["layers"]:
+        print(f"  layer {e['name']}: {e['shape'][0]} x {e['shape'][1]}, tensor scale {e['tensor_scale']:.6g}, "
+              f"weights {e['weights']['depth']} words, scales {e['scales']['depth']} words")
+
+
+def cmd_demo(args):
+    from sim.demo import run_demo
+    run_demo(args.output, lanes=args.lanes, vectors=args.vectors, waves=args.waves)
 
 
 def build_parser():
@@ -147,8 +189,32 @@ def build_parser():
     v.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
     v.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware parameter, e.g. blocks_per_cycle=2, max_len=8192")
-    v.add_argument("-o", "--output", required=True)
+    v.add_argument("--image", help="gemv: image directory whose layer initializes the memories")
+    v.add_argument("--layer", help="gemv: which layer of the image (default: the first)")
+    v.add_argument("-o", "--output", required=True, help="a .v file (gemv: a directory)")
     v.set_defaults(func=cmd_verilog)
+
+    w = sub.add_parser("weights", help="LO-BCQ-encode a model's weights into an engine image")
+    w.add_argument("model", help="state_dict (.pt) or .safetensors file")
+    w.add_argument("-o", "--output", required=True, help="image directory")
+    w.add_argument("--layers", nargs="+", help="tensor names (default: every 2-D weight that fits)")
+    w.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    w.add_argument("--codebooks", help="codebook JSON (default: the shipped set)")
+    w.add_argument("--lanes", type=int, default=4, help="engine lanes R (rows in parallel)")
+    w.add_argument("--blocks-per-cycle", type=int, default=1)
+    w.set_defaults(func=cmd_weights)
+
+    im = sub.add_parser("image", help="check or show an image directory")
+    im.add_argument("action", choices=["verify", "show"])
+    im.add_argument("dir")
+    im.set_defaults(func=cmd_image)
+
+    d = sub.add_parser("demo", help="the whole flow on a shipped layer: image, Verilog, Verilator, check")
+    d.add_argument("-o", "--output", default="out/demo")
+    d.add_argument("--lanes", type=int, default=4)
+    d.add_argument("--vectors", type=int, default=4)
+    d.add_argument("--waves", action="store_true", help="record an FST waveform")
+    d.set_defaults(func=cmd_demo)
     return p
 
 
