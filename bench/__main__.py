@@ -156,7 +156,35 @@ def bench_bxp():
     return out
 
 
-SECTIONS = {"quality": bench_quality, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp, "sim": bench_sim}
+def bench_engine():
+    import tempfile
+    from hw.gemv import GEMV
+    from hw.synth import synth_ecp5
+    from sim.engine_run import simulate_layer
+    from sw.config import DEFAULT
+    from sw.image_layout import EngineLayout
+    from sw.models import minilm_layer
+    torch.manual_seed(0)
+    layers = {"nn.Linear 256x256": torch.nn.Linear(256, 256, bias=False).weight.detach(),
+              "MiniLM L0 query 384x384": minilm_layer("encoder.layer.0.attention.self.query.weight")}
+    rows, out = [], {}
+    for lanes in (4, 16):
+        c = synth_ecp5(GEMV(EngineLayout(DEFAULT, lanes, 1), max_rows=64, max_cols=1024), "gemv")
+        for name, w in layers.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                r = simulate_layer(tmp, name.split()[0], w, lanes=lanes, vectors=2)
+            out[f"R{lanes} {name}"] = {k: r[k] for k in ("rel_l2", "cycles", "macs_per_cycle", "peak_macs_per_cycle")}
+            rows.append([lanes, name, f"{r['macs_per_cycle']:.1f} / {r['peak_macs_per_cycle']}", f"{r['rel_l2']:.4f}",
+                         c["LUT4"], c["FF"], c["MULT18X18D"], c["EBR"]])
+        out[f"synth R{lanes}"] = c
+    table("BCQ matrix-vector engine (Verilator, 2 vectors, bit-exact; synth_ecp5 for up to 64 x 1024)",
+          ["lanes R", "layer", "MACs/cycle (measured / peak)", "rel. L2 vs FP32", "LUT4", "FF", "MULT18X18D",
+           "DP16KD"], rows)
+    return out
+
+
+SECTIONS = {"quality": bench_quality, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp, "engine": bench_engine,
+            "sim": bench_sim}
 
 
 def main(argv):

@@ -2,7 +2,8 @@
 
 An image is a directory::
 
-    manifest.json                 kind, version, BCQ config, engine layout, layers, SHA-256 of files
+    manifest.json                 kind, version, BCQ config, engine layout, layers, SHA-256 of
+                                  every file and of the manifest itself
     codebook.hex / codebook.bin   Nc*16 entries
     <layer>.weights.hex / .bin    weight words   (layout: sw.image_layout.EngineLayout)
     <layer>.scales.hex / .bin     scale words
@@ -214,8 +215,16 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout):
             "scales": emit(f"{name}.scales", scale_words(q, layout), layout.scale_width)})
     manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "config": cfg.to_dict(),
                 "layout": layout.describe(), "codebook": cb_entry, "layers": layer_entries, "sha256": files}
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     _atomic_write(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
+
+
+def manifest_digest(manifest):
+    """SHA-256 of the manifest's canonical JSON without its own digest field: an edited manifest
+    (a changed shape, scale, file name) fails verification like a damaged data file."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _field(obj, key, kind, where, source):
@@ -285,6 +294,9 @@ def read_image(path, expect: EngineLayout | None = None) -> Image:
     if manifest.get("version") != IMAGE_VERSION:
         raise FileFormatError(manifest_path, f"field version {manifest.get('version')!r} is not supported "
                               f"(this program reads version {IMAGE_VERSION})")
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise FileFormatError(manifest_path, "field manifest_sha256: checksum mismatch, the manifest was "
+                              "damaged or edited")
     try:
         config = BCQConfig.from_dict(manifest.get("config"), source="config")
         lay = _field(manifest, "layout", dict, "", manifest_path)

@@ -1,0 +1,55 @@
+"""One layer through the matrix-vector engine on Verilator: image, build, cocotb run, and the
+figures (bit-exact check inside the testbench, error against FP32, cycles). Used by the tests,
+``make demo`` and ``make bench``."""
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def simulate_layer(workdir, name, weight, *, lanes=4, vectors=4, seed=0, stall=0.0, baked=False,
+                   waves=False, max_rows=384, max_cols=384):
+    """Returns {rel_l2, cycles, macs_per_cycle, peak_macs_per_cycle, image, sim_log, verilog?}.
+
+    ``baked``: the image initializes the memories at elaboration (a design per layer, no write
+    ports); otherwise one design up to ``max_rows`` x ``max_cols`` is loaded through its ports."""
+    from hw.gemv import GEMV
+    from sw.codebooks import default_codebooks
+    from sw.errors import BCQError
+    from sw.golden import to_value
+    from sw.image import read_image, write_image
+    from sw.image_layout import EngineLayout
+    from sw.lobcq import encode
+    from .runner import build, run_cocotb
+
+    work = Path(workdir).resolve()
+    cb = default_codebooks()
+    layout = EngineLayout(cb.config, lanes, 1)
+    write_image(work / "image", {name: weight}, cb, layout)
+    img = read_image(work / "image", layout)
+    xs = torch.randn(vectors, weight.shape[1], generator=torch.Generator().manual_seed(seed))
+    torch.save(xs, work / "activations.pt")
+    if baked:
+        dut = GEMV(layout, max_rows=weight.shape[0], max_cols=weight.shape[1], codebooks=cb,
+                   image=img.layers[name], rom=True)
+    else:
+        dut = GEMV(layout, max_rows=max_rows, max_cols=max_cols)
+    build_dir = build(dut, "gemv", waves=waves)
+    params = {"image": str(work / "image"), "layer": name, "activations": str(work / "activations.pt"),
+              "load": "baked" if baked else "ports", "seed": seed, "stall": stall,
+              "out": str(work / "results.json"), "acc_bits": dut.acc_bits}
+    try:
+        log = run_cocotb(build_dir, "gemv", "sim.tb_gemv", test_dir=work / "sim",
+                         env={"GEMV_TB": json.dumps(params)}, waves=waves)
+    except AssertionError as e:
+        raise BCQError(f"the engine did not match the golden model; see {work / 'sim' / 'sim.log'}: {str(e)[:300]}") from None
+    res = json.loads((work / "results.json").read_text())
+    acc = torch.tensor(res["values"]).reshape(vectors, -1)
+    q = img.layers[name].weights
+    y_hw = torch.stack([to_value(acc[v], q, encode(xs[v], cb)) for v in range(vectors)])
+    y_fp = F.linear(xs.double(), weight.double())
+    return {"rel_l2": float((y_hw - y_fp).norm() / y_fp.norm()), "cycles": res["cycles"],
+            "macs_per_cycle": vectors * weight.numel() / res["cycles"], "peak_macs_per_cycle": dut.macs_per_cycle,
+            "image": work / "image", "sim_log": log, "build_dir": build_dir}
