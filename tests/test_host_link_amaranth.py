@@ -1,0 +1,109 @@
+"""The accelerator's host protocol at byte level (Amaranth simulator): every command, and every
+framing error gets its error reply without side effects."""
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from hw.host_link import Accelerator, status_payload
+from hw.gemv import activation_beats
+from sw import protocol as P
+from sw.codebooks import default_codebooks
+from sw.golden import dot_fixed
+from sw.image import read_image, write_image
+from sw.image_layout import EngineLayout
+from sw.lobcq import encode
+
+
+def exchange(dut, requests, n_replies=None):
+    """Send requests (bytes; an int is that many idle cycles) in order; return the first
+    ``n_replies`` reply frames (default: one per request)."""
+    n_replies = sum(isinstance(r, bytes) for r in requests) if n_replies is None else n_replies
+    replies = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def tx(ctx):
+        for req in requests:
+            if isinstance(req, int):
+                await ctx.tick().repeat(req)
+                continue
+            for b in req:
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, b)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def rx(ctx):
+        ctx.set(dut.o.ready, 1)
+        for _ in range(n_replies):
+            frame = bytearray()
+            while True:
+                b, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+                frame.append(b)
+                if len(frame) >= 4 and len(frame) == 6 + int.from_bytes(frame[2:4], "little"):
+                    break
+            replies.append(bytes(frame))
+
+    sim.add_testbench(tx)
+    sim.add_testbench(rx)
+    sim.run()
+    return replies
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    cb = default_codebooks()
+    layout = EngineLayout(cb.config, 2, 1)
+    path = tmp_path_factory.mktemp("img")
+    write_image(path, {"fc": torch.randn(5, 128, generator=torch.Generator().manual_seed(0))}, cb, layout)
+    return cb, layout, read_image(path, layout).layers["fc"]
+
+
+def words_payload(start, words, nbytes):
+    return start.to_bytes(2, "little") + b"".join(w.to_bytes(nbytes, "little") for w in words)
+
+
+def test_status_write_and_gemv(setup):
+    cb, layout, layer = setup
+    dut = Accelerator(layout, max_rows=8, max_cols=128, build_id=0x1234ABCD)
+    wbytes, sbytes = P.nbytes(layout.weight_width), P.nbytes(layout.scale_width)
+    xbytes = P.nbytes(dut.engine.x.payload.shape().size)
+    rbytes = P.nbytes(dut.engine.acc_bits)
+    x = encode(torch.randn(128, generator=torch.Generator().manual_seed(1)), cb)
+    beats = activation_beats(x, layout)
+    reqs = [P.request(P.CMD_STATUS),
+            P.request(P.CMD_WRITE_CODEBOOK, words_payload(0, [v & 0xFF for v in cb.entries.flatten().tolist()], 1)),
+            P.request(P.CMD_WRITE_WEIGHTS, words_payload(0, layer.weight_words, wbytes)),
+            P.request(P.CMD_WRITE_SCALES, words_payload(0, layer.scale_words, sbytes)),
+            P.request(P.CMD_GEMV, words_payload(5, beats, xbytes))]
+    replies = [P.parse_reply(r) for r in exchange(dut, reqs)]
+    assert replies[0] == (P.STATUS_OK, status_payload(dut.engine, 0x1234ABCD))
+    assert replies[1:4] == [(P.STATUS_OK, b"")] * 3
+    status, payload = replies[4]
+    assert status == P.STATUS_OK and len(payload) == 5 * rbytes
+    got = [int.from_bytes(payload[i:i + rbytes], "little", signed=True) for i in range(0, len(payload), rbytes)]
+    assert got == dot_fixed(layer.weights, x).tolist()
+
+
+def test_errors_get_replies_and_change_nothing(setup):
+    cb, layout, layer = setup
+    dut = Accelerator(layout, max_rows=8, max_cols=128)
+    good = P.request(P.CMD_STATUS)
+    bad_crc = good[:-1] + bytes([good[-1] ^ 1])
+    reqs = [bad_crc, P.request(0x7E, b"\x01\x02"), P.request(P.CMD_STATUS, b"\x00"),
+            P.request(P.CMD_WRITE_WEIGHTS, b"\x00\x00\x01"),            # not a whole word
+            P.request(P.CMD_WRITE_SCALES, words_payload(1 << 15, [1], 4)),  # past the memory
+            P.request(P.CMD_GEMV, words_payload(0, [1], 6)),               # zero rows
+            b"\x00\x13" + good]                                            # garbage before a frame
+    replies = [P.parse_reply(r) for r in exchange(dut, reqs)]
+    assert [s for s, _ in replies] == [P.STATUS_BAD_CRC, P.STATUS_UNKNOWN_COMMAND, P.STATUS_BAD_LENGTH,
+                                       P.STATUS_BAD_LENGTH, P.STATUS_BAD_LENGTH, P.STATUS_BAD_LENGTH, P.STATUS_OK]
+
+
+def test_truncated_frame_times_out_then_link_recovers(setup):
+    cb, layout, _ = setup
+    dut = Accelerator(layout, max_rows=8, max_cols=128, timeout_cycles=50)
+    truncated = P.request(P.CMD_WRITE_SCALES, words_payload(0, [1, 2], 4))[:7]
+    # The truncated request gets no reply; after the timeout the next request is answered.
+    replies = exchange(dut, [truncated, 60, P.request(P.CMD_STATUS)], n_replies=1)
+    assert P.parse_reply(replies[0]) == (P.STATUS_OK, status_payload(dut.engine, 0))
