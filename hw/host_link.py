@@ -96,6 +96,7 @@ class Accelerator(wiring.Component):
         limit = Signal(17)
         status = Signal(8)
         idle = Signal(range(self.timeout_cycles + 1))
+        fsm_sync = Signal()
 
         # -- receive and check -------------------------------------------------------------
         byte = self.i.payload
@@ -131,13 +132,15 @@ class Accelerator(wiring.Component):
                     m.d.sync += crc.eq(crc16_next(crc, value))
                 m.next = next_state
 
-        # Stop and restart on silence in the middle of a request.
+        # Silence in the middle of a request drops it: `idle` counts cycles since the last byte.
         with m.If(take):
             m.d.sync += idle.eq(0)
+        with m.Elif(~fsm_sync):
+            m.d.sync += idle.eq(idle + 1)
 
         with m.FSM() as fsm:
             with m.State("SYNC"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += [self.i.ready.eq(1), fsm_sync.eq(1)]
                 m.d.sync += [crc.eq(0xFFFF), pos.eq(0), in_word.eq(0), words.eq(0), idle.eq(0)]
                 with m.If(take & (byte == P.SYNC_REQUEST)):
                     m.next = "CMD"
@@ -146,7 +149,6 @@ class Accelerator(wiring.Component):
                                     ("LEN1", "HDR_CHECK", lambda: length[8:].eq(byte))):
                 with m.State(st):
                     m.d.comb += self.i.ready.eq(1)
-                    m.d.sync += idle.eq(idle + 1)
                     with m.If(take):
                         m.d.sync += [action(), crc.eq(crc16_next(crc, byte))]
                         m.next = nxt
@@ -162,7 +164,6 @@ class Accelerator(wiring.Component):
                     m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 m.d.comb += [self.i.ready.eq(1), bw.addr.eq(pos), bw.data.eq(byte), bw.en.eq(take)]
-                m.d.sync += idle.eq(idle + 1)
                 with m.If(take):
                     m.d.sync += [pos.eq(pos + 1), crc.eq(crc16_next(crc, byte))]
                     with m.If(pos == 0):
@@ -181,7 +182,6 @@ class Accelerator(wiring.Component):
             for st, nxt, sl in (("CRC0", "CRC1", slice(0, 8)), ("CRC1", "CHECK", slice(8, 16))):
                 with m.State(st):
                     m.d.comb += self.i.ready.eq(1)
-                    m.d.sync += idle.eq(idle + 1)
                     with m.If(take):
                         m.d.sync += crc_rx[sl].eq(byte)
                         m.next = nxt

@@ -1,0 +1,81 @@
+"""Board tops: the matrix-vector engine behind a UART host link, for the Radiona ULX3S (ECP5-85F)
+and, reduced, the iCEBreaker (iCE40UP5K); ``UARTAccelerator`` is the same logic with plain pins
+for simulation."""
+
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.config import DEFAULT
+from sw.image_layout import EngineLayout
+
+from .host_link import Accelerator
+from .uart import UARTRx, UARTTx
+
+__all__ = ["UARTAccelerator", "BoardTop", "BOARDS"]
+
+# board -> (platform factory, engine parameters, system clock in Hz)
+BOARDS = {
+    "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", lanes=4, max_rows=256,
+                      max_cols=1024, clock=50e6),
+    "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform", lanes=1, max_rows=32,
+                       max_cols=128, clock=12e6),
+}
+
+
+class UARTAccelerator(wiring.Component):
+    """UART (8N1, ``divisor`` clocks per bit) -> protocol engine -> matrix-vector engine."""
+
+    def __init__(self, layout: EngineLayout, *, divisor, max_rows, max_cols, build_id=0, timeout_cycles=None):
+        self.core = Accelerator(layout, max_rows=max_rows, max_cols=max_cols, build_id=build_id,
+                                timeout_cycles=timeout_cycles or 64 * 10 * divisor)
+        self.rx_unit, self.tx_unit = UARTRx(divisor), UARTTx(divisor)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core, m.submodules.uart_rx, m.submodules.uart_tx = self.core, self.rx_unit, self.tx_unit
+        wiring.connect(m, self.rx_unit.o, self.core.i)
+        wiring.connect(m, self.core.o, self.tx_unit.i)
+        m.d.comb += [self.rx_unit.rx.eq(self.rx), self.tx.eq(self.tx_unit.tx), self.busy.eq(self.core.busy)]
+        return m
+
+
+class BoardTop(Elaboratable):
+    def __init__(self, board, *, baudrate=115200, build_id=0):
+        self.board, self.params = board, BOARDS[board]
+        self.baudrate, self.build_id = baudrate, build_id
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        clk_hz = p["clock"]
+        m.domains.sync = ClockDomain("sync")
+        if self.board == "ulx3s-85f":
+            clk25 = platform.request("clk25", dir="-")
+            locked = Signal()
+            # 25 MHz -> 50 MHz: VCO 600 MHz (parameters from yowasp-ecppll -i 25 -o 50).
+            m.submodules.pll = Instance(
+                "EHXPLLL", a_FREQUENCY_PIN_CLKI="25", a_FREQUENCY_PIN_CLKOP="50", a_ICP_CURRENT="12",
+                a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD", p_CLKI_DIV=1, p_CLKOP_ENABLE="ENABLED",
+                p_CLKOP_DIV=12, p_CLKOP_CPHASE=5, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=2,
+                i_RST=0, i_STDBY=0, i_CLKI=clk25.io, o_CLKOP=ClockSignal("sync"), i_CLKFB=ClockSignal("sync"),
+                i_CLKINTFB=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+                i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+            m.d.comb += ResetSignal("sync").eq(~locked)
+            platform.add_clock_constraint(ClockSignal("sync"), clk_hz)
+        else:
+            clk = platform.request(platform.default_clk, dir="-")
+            m.d.comb += ClockSignal("sync").eq(clk.io)
+        layout = EngineLayout(DEFAULT, p["lanes"], 1)
+        m.submodules.acc = acc = UARTAccelerator(layout, divisor=round(clk_hz / self.baudrate),
+                                                 max_rows=p["max_rows"], max_cols=p["max_cols"], build_id=self.build_id)
+        uart = platform.request("uart", 0)
+        m.d.comb += [acc.rx.eq(uart.rx.i), uart.tx.o.eq(acc.tx)]
+        if self.board == "ulx3s-85f":
+            m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
+        m.d.comb += platform.request("led", 0).o.eq(acc.busy)
+        return m

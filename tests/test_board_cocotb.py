@@ -1,0 +1,26 @@
+"""The simulated board: the host driver's bytes through the UART pins of the full accelerator
+top on Verilator, bit-exact against the golden model."""
+import json
+
+import pytest
+import torch
+
+from hw.board import UARTAccelerator
+from sim.runner import build, run_cocotb
+from sw.codebooks import default_codebooks
+from sw.image import write_image
+from sw.image_layout import EngineLayout
+
+pytestmark = [pytest.mark.verilator]
+
+
+@pytest.mark.xdist_group("verilator")
+def test_driver_through_uart(tmp_path, seed):
+    cb = default_codebooks()
+    layout = EngineLayout(cb.config, 2, 1)
+    write_image(tmp_path / "img", {"fc": torch.randn(6, 128, generator=torch.Generator().manual_seed(seed))}, cb, layout)
+    dut = UARTAccelerator(layout, divisor=8, max_rows=8, max_cols=128, build_id=0xB0A7D)
+    build_dir = build(dut, "board")
+    params = {"image": str(tmp_path / "img"), "layer": "fc", "divisor": 8, "vectors": 2, "seed": seed,
+              "build_id": 0xB0A7D}
+    run_cocotb(build_dir, "board", "sim.tb_board", test_dir=tmp_path / "run", env={"BOARD_TB": json.dumps(params)})
