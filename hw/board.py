@@ -54,6 +54,7 @@ class BoardTop(Elaboratable):
         if self.board == "ulx3s-85f":
             clk25 = platform.request("clk25", dir="-")
             locked = Signal()
+            clk50 = Signal()
             # 25 MHz -> 50 MHz: VCO 600 MHz (parameters from yowasp-ecppll -i 25 -o 50).
             m.submodules.pll = Instance(
                 "EHXPLLL", a_FREQUENCY_PIN_CLKI="25", a_FREQUENCY_PIN_CLKOP="50", a_ICP_CURRENT="12",
@@ -62,14 +63,14 @@ class BoardTop(Elaboratable):
                 p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
                 p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD", p_CLKI_DIV=1, p_CLKOP_ENABLE="ENABLED",
                 p_CLKOP_DIV=12, p_CLKOP_CPHASE=5, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=2,
-                i_RST=0, i_STDBY=0, i_CLKI=clk25.io, o_CLKOP=ClockSignal("sync"), i_CLKFB=ClockSignal("sync"),
-                i_CLKINTFB=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+                i_RST=0, i_STDBY=0, i_CLKI=clk25.io, o_CLKOP=clk50, i_CLKFB=clk50,
+                o_CLKINTFB=Signal(), i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
                 i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
-            m.d.comb += ResetSignal("sync").eq(~locked)
-            platform.add_clock_constraint(ClockSignal("sync"), clk_hz)
+            # nextpnr derives the 50 MHz constraint from the PLL and the board's 25 MHz clock.
+            m.d.comb += [ClockSignal("sync").eq(clk50), ResetSignal("sync").eq(~locked)]
         else:
-            clk = platform.request(platform.default_clk, dir="-")
-            m.d.comb += ClockSignal("sync").eq(clk.io)
+            clk = platform.request(platform.default_clk)
+            m.d.comb += ClockSignal("sync").eq(clk.i)
         layout = EngineLayout(DEFAULT, p["lanes"], 1)
         m.submodules.acc = acc = UARTAccelerator(layout, divisor=round(clk_hz / self.baudrate),
                                                  max_rows=p["max_rows"], max_cols=p["max_cols"], build_id=self.build_id)

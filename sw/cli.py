@@ -158,6 +158,16 @@ def cmd_demo(args):
     run_demo(args.output, lanes=args.lanes, vectors=args.vectors, waves=args.waves)
 
 
+def cmd_build(args):
+    from hw.build import build_bitstream, format_report
+    report = build_bitstream(args.board, args.output)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if not report["met"] and args.strict:
+        raise BCQError(f"{args.board}: Fmax {report['fmax_mhz']:.1f} MHz misses {report['target_mhz']:.0f} MHz")
+
+
 def build_parser():
     from .formats import FORMATS
     p = argparse.ArgumentParser(prog="bcq", description="W4A4 LO-BCQ quantizer, golden model and RTL generator")
@@ -208,6 +218,13 @@ def build_parser():
     im.add_argument("action", choices=["verify", "show"])
     im.add_argument("dir")
     im.set_defaults(func=cmd_image)
+
+    b = sub.add_parser("build", help="build a bitstream for a board (YoWASP toolchain from PyPI)")
+    b.add_argument("--board", required=True, help="ulx3s-85f or icebreaker")
+    b.add_argument("-o", "--output", default="build", help="build directory (a folder per board)")
+    b.add_argument("--json", help="also write the report as JSON here")
+    b.add_argument("--strict", action="store_true", help="exit non-zero when timing is not met")
+    b.set_defaults(func=cmd_build)
 
     d = sub.add_parser("demo", help="the whole flow on a shipped layer: image, Verilog, Verilator, check")
     d.add_argument("-o", "--output", default="out/demo")

@@ -24,7 +24,7 @@ def test_bcq_dot_verilog_is_lint_clean(tmp_path, config, options):
         args += ["--option", o]
     r = bcq(*args)
     assert r.returncode == 0, r.stderr
-    assert f"wrote {out}" in r.stdout and "latency 6 cycles" in r.stdout
+    assert f"wrote {out}" in r.stdout and "latency 7 cycles" in r.stdout
     text = out.read_text()
     header = re.search(r"module bcq_dot\((.*?)\);", text, re.S).group(1)
     ports = {p.strip() for p in header.split(",")}

@@ -1,0 +1,41 @@
+"""FPGA build plumbing that runs without the (minutes-long) place and route: the report parser,
+the board list and the errors. The full build is `make bitstream`."""
+import subprocess
+import sys
+
+from hw.board import BOARDS, BoardTop
+from hw.build import parse_report
+
+SAMPLE = """Info: Device utilisation:
+Info: \t          TRELLIS_IO:       7/    365     1%
+Info: \t              DP16KD:     109/    208    52%
+Info: \t          MULT18X18D:      40/    156    25%
+Info: \t          TRELLIS_FF:    3253/  83640     3%
+Info: Max frequency for clock '$glbnet$acc.core.clk': 39.14 MHz (FAIL at 50.00 MHz)
+Info: Max frequency for clock '$glbnet$acc.core.clk': 52.71 MHz (PASS at 50.00 MHz)
+"""
+
+
+def test_report_takes_the_final_fmax_and_the_utilisation():
+    r = parse_report(SAMPLE, 50e6)
+    assert r["cells"]["DP16KD"] == (109, 208) and r["cells"]["TRELLIS_FF"] == (3253, 83640)
+    assert r["fmax_mhz"] == 52.71 and r["met"]
+    r = parse_report(SAMPLE.replace("52.71", "47.00"), 50e6)
+    assert not r["met"]
+
+
+def test_boards_elaborate_for_their_platforms():
+    """Each board top elaborates against its amaranth-boards platform (pins, clock, PLL)."""
+    import importlib
+    from amaranth.hdl import Fragment
+    for board, p in BOARDS.items():
+        module, cls = p["platform"].split(":")
+        platform = getattr(importlib.import_module(module), cls)()
+        frag = Fragment.get(BoardTop(board), platform)
+        assert frag is not None
+
+
+def test_unknown_board_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sw.cli", "build", "--board", "de10", "-o", tmp_path],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown board 'de10'; allowed: ulx3s-85f, icebreaker" in r.stderr
