@@ -40,7 +40,7 @@ def bench_quality():
         s = {k: sqnr_db(x, f.fake_quant(x)) for k, x in data.items()}
         out[name] = {"bits_per_scalar": f.bits_per_scalar, **s}
         rows.append([name, f"{f.bits_per_scalar:g}"] + [f"{s[k]:.2f}" for k in data])
-    table(f"SQNR (dB) on 2^20 i.i.d. samples", ["format", "bits/scalar", *data], rows)
+    table("SQNR (dB) on 2^20 i.i.d. samples", ["format", "bits/scalar", *data], rows)
     g = out["lobcq"]["gaussian"]
     d_nv, d_mx = g - out["nvfp4"]["gaussian"], g - out["mxfp4"]["gaussian"]
     print(f"\nLO-BCQ vs NVFP4 on Gaussian: {d_nv:+.2f} dB (target >= +3.5: {'PASS' if d_nv >= 3.5 else 'FAIL'}); "
@@ -89,7 +89,7 @@ def bench_hw():
 
 
 def bench_sim():
-    import os
+
     import tempfile
     from hw.bcq_dot import BCQDot
     from sim.runner import build, run_cocotb

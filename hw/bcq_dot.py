@@ -17,10 +17,11 @@ from sw.golden import DEFAULT_MAX_LEN, Arithmetic
 from sw.lobcq import BCQTensor
 
 from sw.packing import pack
+from .pipeline import Pipeline, tree_sum
 from .scale import decode_scale
 
 __all__ = ["BCQDot", "beat_layout", "codebook_write_signature", "codebook_lookup", "codebook_address",
-           "vector_beats", "tree_sum"]
+           "vector_beats", "tree_sum"]  # tree_sum re-exported from .pipeline
 
 
 def beat_layout(config: BCQConfig, blocks_per_cycle=1):
@@ -64,15 +65,6 @@ def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
     rp = mem.read_port()
     m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
     return rp.data
-
-
-def tree_sum(values):
-    """Balanced adder tree (log2 depth rather than a chain)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
 
 
 class BCQDot(wiring.Component):
@@ -169,9 +161,8 @@ class BCQDot(wiring.Component):
         lanes = self.macs_per_cycle
         p = self.i.payload
 
-        # Global pipeline enable: everything advances unless a result waits at the output.
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        pipe = Pipeline(m, self.i, self.o)
+        en = pipe.en
         take = Signal()
         m.d.comb += take.eq(self.i.valid & en)
 
@@ -195,11 +186,7 @@ class BCQDot(wiring.Component):
                     codebook_address(cfg, p[f"{op}_idx"][j], p[f"{op}_sel"][j // cfg.block_len]
                                      if cfg.selector_bits else None), en))
 
-        def stage(name, shape, value):
-            reg = Signal(shape, name=name)
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
+        stage = pipe.reg
 
         def carry(prefix, valid, end, last, wsc, xsc):
             return (stage(f"{prefix}_valid", 1, valid), stage(f"{prefix}_end", 1, end),
@@ -247,13 +234,7 @@ class BCQDot(wiring.Component):
         # Stage 6: exponent as a left shift, accumulate over arrays, emit on `last`.
         term = Signal(signed(ar.scaled_bits))
         m.d.comb += term.eq(s5_pm << s5_shift)
-        vec_acc = Signal(signed(ar.acc_bits))
-        new_acc = Signal(signed(ar.acc_bits))
-        m.d.comb += new_acc.eq(vec_acc + term)
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(s5_valid & s5_last)
-            with m.If(s5_valid):
-                m.d.sync += [vec_acc.eq(Mux(s5_last, 0, new_acc)), self.o.payload.eq(new_acc)]
+        pipe.accumulate(term, s5_valid, s5_last, ar.acc_bits)
         return m
 
 

@@ -3,7 +3,7 @@ and, reduced, the iCEBreaker (iCE40UP5K); ``UARTAccelerator`` is the same logic 
 for simulation."""
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.config import DEFAULT
@@ -69,14 +69,17 @@ class BoardTop(Elaboratable):
             # nextpnr derives the 50 MHz constraint from the PLL and the board's 25 MHz clock.
             m.d.comb += [ClockSignal("sync").eq(clk50), ResetSignal("sync").eq(~locked)]
         else:
-            clk = platform.request(platform.default_clk)
-            m.d.comb += ClockSignal("sync").eq(clk.i)
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+            m.d.comb += ClockSignal("sync").eq(clk_buf.i)
         layout = EngineLayout(DEFAULT, p["lanes"], 1)
         m.submodules.acc = acc = UARTAccelerator(layout, divisor=round(clk_hz / self.baudrate),
                                                  max_rows=p["max_rows"], max_cols=p["max_cols"], build_id=self.build_id)
-        uart = platform.request("uart", 0)
-        m.d.comb += [acc.rx.eq(uart.rx.i), uart.tx.o.eq(acc.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.submodules.led_buf = led_buf = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += [acc.rx.eq(rx_buf.i), tx_buf.o.eq(acc.tx), led_buf.o.eq(acc.busy)]
         if self.board == "ulx3s-85f":
-            m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
-        m.d.comb += platform.request("led", 0).o.eq(acc.busy)
+            m.submodules.txen_buf = txen = io.Buffer("o", platform.request("uart_tx_enable", 0, dir="-"))
+            m.d.comb += txen.o.eq(1)
         return m

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from sw.axbxp import DEFAULT_BXP, BxPConfig
 from sw.errors import ConfigError
 
-from .bcq_dot import tree_sum
+from .pipeline import Pipeline, tree_sum
 from sw.packing import pack
 
 __all__ = ["BxPMac", "bxp_beat_layout", "mac_beats"]
@@ -111,14 +111,8 @@ class BxPMac(wiring.Component):
         n, k, K = cfg.n_bits, cfg.block_bits, cfg.n_blocks
         lanes = cfg.max_lanes
 
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
-
-        def reg(name, shape, value):
-            r = Signal(shape, name=name)
-            with m.If(en):
-                m.d.sync += r.eq(value)
-            return r
+        pipe = Pipeline(m, self.i, self.o)
+        reg = pipe.reg
 
         # Stage 1: operands in.
         p = self.i.payload
@@ -199,13 +193,7 @@ class BxPMac(wiring.Component):
         s4_last = reg("s4_last", 1, s3_last)
 
         # Stage 5: accumulate over the vector, emit on `last`.
-        acc = Signal(signed(self.acc_bits))
-        new_acc = Signal(signed(self.acc_bits))
-        m.d.comb += new_acc.eq(acc + s4_sum)
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(s4_valid & s4_last)
-            with m.If(s4_valid):
-                m.d.sync += [acc.eq(Mux(s4_last, 0, new_acc)), self.o.payload.eq(new_acc)]
+        pipe.accumulate(s4_sum, s4_valid, s4_last, self.acc_bits)
         return m
 
 

@@ -6,7 +6,7 @@ before anything happens; then it executes (memory writes, or one GEMV whose resu
 back in the reply). Framing errors get an error reply and change nothing.
 """
 
-from amaranth import Array, Cat, Const, Module, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -138,7 +138,7 @@ class Accelerator(wiring.Component):
         with m.Elif(~fsm_sync):
             m.d.sync += idle.eq(idle + 1)
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("SYNC"):
                 m.d.comb += [self.i.ready.eq(1), fsm_sync.eq(1)]
                 m.d.sync += [crc.eq(0xFFFF), pos.eq(0), in_word.eq(0), words.eq(0), idle.eq(0)]

@@ -2,13 +2,13 @@
 against (same stream interface and pipeline style, no reconfigurability).
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.errors import ConfigError
 
-from .bcq_dot import tree_sum
+from .pipeline import Pipeline, tree_sum
 
 __all__ = ["IntMac"]
 
@@ -41,14 +41,8 @@ class IntMac(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
-
-        def reg(name, shape, value):
-            r = Signal(shape, name=name)
-            with m.If(en):
-                m.d.sync += r.eq(value)
-            return r
+        pipe = Pipeline(m, self.i, self.o)
+        reg = pipe.reg
 
         p = self.i.payload
         v1, l1 = reg("s1_valid", 1, self.i.valid), reg("s1_last", 1, p.last)
@@ -58,11 +52,5 @@ class IntMac(wiring.Component):
         v2, l2 = reg("s2_valid", 1, v1), reg("s2_last", 1, l1)
         s3 = reg("s3_sum", signed(2 * self.n_bits + self.lanes.bit_length()), tree_sum(prods))
         v3, l3 = reg("s3_valid", 1, v2), reg("s3_last", 1, l2)
-        acc = Signal(signed(self.acc_bits))
-        new = Signal(signed(self.acc_bits))
-        m.d.comb += new.eq(acc + s3)
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(v3 & l3)
-            with m.If(v3):
-                m.d.sync += [acc.eq(Mux(l3, 0, new)), self.o.payload.eq(new)]
+        pipe.accumulate(s3, v3, l3, self.acc_bits)
         return m

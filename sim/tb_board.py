@@ -12,9 +12,9 @@ import torch
 from cocotb.clock import Clock
 from cocotb.queue import Queue
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, FallingEdge, Timer, with_timeout
+from cocotb.triggers import ClockCycles, FallingEdge, with_timeout
 
-from sw.driver import Accelerator, LinkError
+from sw.driver import Accelerator
 from sw import protocol as P
 from sw.golden import dot_fixed
 from sw.image import read_image

@@ -20,7 +20,6 @@ Products per cycle = K^2 // L, where L is the block products one product needs.
 """
 
 from dataclasses import dataclass, field
-import operator
 
 import torch
 

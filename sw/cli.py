@@ -45,7 +45,6 @@ def _codebooks(path, config_text=None):
 
 
 def cmd_quantize(args):
-    import torch
     from .formats import get_format, sqnr_db
 
     x = _load_tensor(args.input)

@@ -118,7 +118,7 @@ def scale_words(q: BCQTensor, layout: EngineLayout):
 def words_to_tensor(wwords, swords, shape, codebooks, tensor_scale, layout: EngineLayout):
     """Inverse of weight_words/scale_words: rebuild the encoded matrix."""
     rows, cols = shape
-    R, S, B = layout.lanes, layout.scalars_per_beat, layout.blocks_per_cycle
+    R, B = layout.lanes, layout.blocks_per_cycle
     idx_off, sel_off, lane_w = _lane_fields(layout)
     groups, bpr, apr = layout.groups(rows), layout.beats_per_row(cols), layout.arrays_per_row(cols)
     im, sm = (1 << layout.config.index_bits) - 1, (1 << layout.config.selector_bits) - 1

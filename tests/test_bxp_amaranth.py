@@ -2,7 +2,6 @@
 import random
 
 import pytest
-import torch
 from amaranth import Value
 from amaranth.sim import Simulator
 

@@ -1,0 +1,45 @@
+"""Pieces every streaming unit here shares: a stall-all pipeline enable, enabled pipeline
+registers, a balanced adder tree, and the per-vector accumulator that emits on ``last``."""
+
+from amaranth import Mux, Signal, signed
+
+__all__ = ["Pipeline", "tree_sum"]
+
+
+def tree_sum(values):
+    """Balanced adder tree (log2 depth rather than a chain)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+class Pipeline:
+    """Global-enable pipeline between stream ``i`` and a registered stream ``o``: every stage
+    advances unless a result waits at the output (``en = ~o.valid | o.ready``; ``i.ready = en``),
+    so a stalled output never loses or duplicates a result."""
+
+    def __init__(self, m, i, o):
+        self.m, self.o = m, o
+        self.en = Signal()
+        m.d.comb += [self.en.eq(~o.valid | o.ready), i.ready.eq(self.en)]
+
+    def reg(self, name, shape, value):
+        """A pipeline register loading ``value`` whenever the pipeline advances."""
+        r = Signal(shape, name=name)
+        with self.m.If(self.en):
+            self.m.d.sync += r.eq(value)
+        return r
+
+    def accumulate(self, term, valid, last, acc_bits, payload=None):
+        """Sum ``term`` over the beats of a vector; on ``last`` put the sum on ``o`` (into
+        ``payload``, default ``o.payload``) and restart from zero."""
+        m = self.m
+        acc = Signal(signed(acc_bits), name="vec_acc")
+        new_acc = Signal(signed(acc_bits), name="vec_acc_next")
+        m.d.comb += new_acc.eq(acc + term)
+        with m.If(self.en):
+            m.d.sync += self.o.valid.eq(valid & last)
+            with m.If(valid):
+                m.d.sync += [acc.eq(Mux(last, 0, new_acc)), (self.o.payload if payload is None else payload).eq(new_acc)]
