@@ -8,6 +8,7 @@ from amaranth import Value
 from amaranth.sim import Simulator
 
 from hw.bcq_dot import BCQDot, vector_beats
+from sim.amaranth_streams import get_payloads, put_beats
 from sim.vectors import make_cases, random_codebooks
 from sw.config import BCQConfig
 from sw.errors import ConfigError
@@ -30,23 +31,11 @@ def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
                 ctx.set(dut.cbw.data, value)
                 await ctx.tick()
             ctx.set(dut.cbw.en, 0)
-        for case in cases:
-            for beat in vector_beats(case.w, case.x, dut.blocks_per_cycle):
-                while rng.random() < stall_in:
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(Value.cast(dut.i.payload), beat)
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
+        beats = [b for case in cases for b in vector_beats(case.w, case.x, dut.blocks_per_cycle)]
+        await put_beats(ctx, dut.i, beats, rng, stall_in)
 
     async def consumer(ctx):
-        for _ in cases:
-            while rng.random() < stall_out:
-                await ctx.tick()
-            ctx.set(dut.o.ready, 1)
-            payload, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
-            got.append(payload)
-            ctx.set(dut.o.ready, 0)
+        got.extend(await get_payloads(ctx, dut.o, len(cases), rng, stall_out))
 
     sim.add_testbench(producer)
     sim.add_testbench(consumer)

@@ -41,18 +41,23 @@ def test_random_and_directed_vectors(name, cfg, bpc, seed, tmp_path, request):
     assert stats["vectors"] >= VECTORS
 
 
+def write_vector_file(path, codebooks, cases, corrupt=None):
+    """The file the independent testbench reads: codebook entries, packed beats and expected
+    results (golden), with the expectation of case ``corrupt`` off by one."""
+    spec = {"codebook": codebooks.entries.flatten().tolist(),
+            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)], "expected": c.expected + (k == corrupt)}
+                        for k, c in enumerate(cases)]}
+    path.write_text(json.dumps(spec))
+    return path
+
+
 @pytest.mark.xdist_group("verilator")
 def test_replay_from_vector_file(seed, tmp_path):
     """The independent testbench: it reads only a file of beats and expected results."""
     cfg = BCQConfig()
     max_len = MAX_ARRAYS * cfg.array_len
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
-    cases = make_cases(cfg, cb, seed=seed, count=500, max_len=max_len)
-    spec = {"codebook": cb.entries.flatten().tolist(),
-            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)], "expected": c.expected}
-                        for c in cases]}
-    vec_file = tmp_path / "vectors.json"
-    vec_file.write_text(json.dumps(spec))
+    vec_file = write_vector_file(tmp_path / "vectors.json", cb, make_cases(cfg, cb, seed=seed, count=500, max_len=max_len))
     build_dir = build(BCQDot(cfg, max_len=max_len), "bcq_dot")
     run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
                env={"BCQ_VECTORS": str(vec_file)})
@@ -63,11 +68,8 @@ def test_a_wrong_expectation_fails(seed, tmp_path):
     """The harness can fail: one corrupted expected value must make the run fail."""
     cfg = BCQConfig()
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
-    cases = make_cases(cfg, cb, seed=seed, count=5, max_len=MAX_ARRAYS * cfg.array_len)
-    spec = {"codebook": cb.entries.flatten().tolist(),
-            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)],
-                         "expected": c.expected + (k == 3)} for k, c in enumerate(cases)]}
-    (tmp_path / "v.json").write_text(json.dumps(spec))
+    write_vector_file(tmp_path / "v.json", cb, make_cases(cfg, cb, seed=seed, count=5, max_len=MAX_ARRAYS * cfg.array_len),
+                      corrupt=3)
     build_dir = build(BCQDot(cfg, max_len=MAX_ARRAYS * cfg.array_len), "bcq_dot")
     with pytest.raises(AssertionError, match="cocotb"):
         run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
@@ -85,11 +87,7 @@ def test_second_simulator_icarus(seed, tmp_path):
     cfg = BCQConfig()
     max_len = MAX_ARRAYS * cfg.array_len
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
-    cases = make_cases(cfg, cb, seed=seed, count=300, max_len=max_len)
-    spec = {"codebook": cb.entries.flatten().tolist(),
-            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)], "expected": c.expected}
-                        for c in cases]}
-    (tmp_path / "vectors.json").write_text(json.dumps(spec))
+    write_vector_file(tmp_path / "vectors.json", cb, make_cases(cfg, cb, seed=seed, count=300, max_len=max_len))
     build_dir = build(BCQDot(cfg, max_len=max_len), "bcq_dot", simulator="icarus")
     run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run", simulator="icarus",
                env={"BCQ_VECTORS": str(tmp_path / "vectors.json")})

@@ -6,6 +6,7 @@ from amaranth import Value
 from amaranth.sim import Simulator
 
 from hw.bxp_mac import BxPMac, mac_beats
+from sim.amaranth_streams import get_payloads, put_beats
 from sim.vectors import bxp_random_vectors
 from sw.axbxp import DEFAULT_BXP, BxPConfig, Mode
 
@@ -17,23 +18,11 @@ def simulate(dut, vectors, seed, stall=0.3):
     sim.add_clock(1e-8)
 
     async def producer(ctx):
-        for beats, _ in vectors:
-            for word in mac_beats(dut.config, beats):
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(Value.cast(dut.i.payload), word)
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
+        words = [w for beats, _ in vectors for w in mac_beats(dut.config, beats)]
+        await put_beats(ctx, dut.i, words, rng, stall)
 
     async def consumer(ctx):
-        for _ in vectors:
-            while rng.random() < stall:
-                await ctx.tick()
-            ctx.set(dut.o.ready, 1)
-            value, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
-            got.append(value)
-            ctx.set(dut.o.ready, 0)
+        got.extend(await get_payloads(ctx, dut.o, len(vectors), rng, stall))
 
     sim.add_testbench(producer)
     sim.add_testbench(consumer)

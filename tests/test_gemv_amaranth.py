@@ -3,7 +3,6 @@ import random
 
 import pytest
 import torch
-from amaranth import Value
 from amaranth.sim import Simulator
 
 from hw.gemv import GEMV, activation_beats
@@ -12,6 +11,7 @@ from sw.codebooks import default_codebooks
 from sw.golden import dot_fixed
 from sw.image import read_image, write_image
 from sw.image_layout import EngineLayout
+from sim.amaranth_streams import get_payloads, put_beats
 from sim.vectors import random_codebooks
 
 
@@ -34,25 +34,13 @@ def run_engine(dut, rows, vectors, seed, write=None, stall=0.3):
                     ctx.set(port.data, v)
                     await ctx.tick()
                 ctx.set(port.en, 0)
-        for beats in vectors:
-            for b in beats:
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(dut.x.valid, 1)
-                ctx.set(Value.cast(dut.x.payload), b)
-                await ctx.tick().until(dut.x.ready)
-                ctx.set(dut.x.valid, 0)
+        await put_beats(ctx, dut.x, [b for beats in vectors for b in beats], rng, stall)
 
     async def consumer(ctx):
         for v in range(len(vectors)):
-            for r in range(rows):
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(dut.o.ready, 1)
-                value, row = await ctx.tick().sample(dut.o.payload.value, dut.o.payload.row).until(dut.o.valid)
-                assert row == r
+            for value, row in await get_payloads(ctx, dut.o, rows, rng, stall, dut.o.payload.value, dut.o.payload.row):
+                assert row == len(results[v])
                 results[v].append(value)
-                ctx.set(dut.o.ready, 0)
 
     sim.add_testbench(producer)
     sim.add_testbench(consumer)

@@ -1,0 +1,32 @@
+"""Stream drivers for Amaranth-simulator testbenches (the fast tests): put packed beats on an
+``amaranth.lib.stream`` input with random gaps, and take payloads off an output with random
+back-pressure. No arithmetic here."""
+
+from amaranth import Value
+
+__all__ = ["put_beats", "get_payloads"]
+
+
+async def put_beats(ctx, stream, beats, rng, stall):
+    """Send each packed beat (an int), idling a random number of cycles before each."""
+    for beat in beats:
+        while rng.random() < stall:
+            await ctx.tick()
+        ctx.set(stream.valid, 1)
+        ctx.set(Value.cast(stream.payload), beat)
+        await ctx.tick().until(stream.ready)
+        ctx.set(stream.valid, 0)
+
+
+async def get_payloads(ctx, stream, count, rng, stall, *fields):
+    """Take ``count`` transfers, holding ``ready`` low a random number of cycles before each;
+    returns the payloads (or tuples of ``fields``, values of the payload to sample)."""
+    out = []
+    for _ in range(count):
+        while rng.random() < stall:
+            await ctx.tick()
+        ctx.set(stream.ready, 1)
+        sampled = await ctx.tick().sample(*(fields or (stream.payload,))).until(stream.valid)
+        out.append(sampled if fields else sampled[0])
+        ctx.set(stream.ready, 0)
+    return out
