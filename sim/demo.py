@@ -28,6 +28,7 @@ def run_demo(output="out/demo", *, lanes=4, vectors=4, waves=False):
     print(f"\nrelative L2 error of the engine's output vs FP32 F.linear: {r['rel_l2']:.4f}")
     print(f"image: {r['image']}/   Verilog: {out / 'rtl' / 'gemv.v'}   simulation log: {r['sim_log']}")
     if waves:
-        print(f"waveform: {Path(r['sim_log']).parent / 'dump.fst'}")
+        dumps = sorted(Path(r["sim_log"]).parent.glob("dump.*"))
+        print(f"waveform: {dumps[0] if dumps else 'none written'}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return r

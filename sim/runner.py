@@ -3,7 +3,8 @@
 This is the one place that knows where Verilator lives (``VERILATOR_ROOT`` and ``PATH`` are
 set here, never by hand) and how builds are cached: one C++ build per distinct Verilog text,
 shared by every test of the same design, under ``sim_build/`` (override with ``BCQ_SIM_BUILD``).
-Waveforms: ``WAVES=1`` builds with FST tracing and leaves ``dump.fst`` in the test directory.
+Waveforms: ``WAVES=1`` builds with tracing and leaves ``dump.fst`` (VCD ``dump.vcd`` where
+Debian's liblz4-dev, which the FST writer needs, is missing) in the test directory.
 """
 
 import contextlib
@@ -44,6 +45,16 @@ def verilog_text(elaboratable, name):
     return verilog.convert(elaboratable, name=name, emit_src=False)
 
 
+def _trace_args():
+    """FST when the wheel's FST writer can be compiled (it needs lz4.h, from Debian's
+    liblz4-dev), else VCD; the test directory then holds dump.fst or dump.vcd."""
+    if Path("/usr/include/lz4.h").exists():
+        return ["--trace-fst", "--trace-structs"]
+    import warnings
+    warnings.warn("WAVES=1: FST needs lz4.h (apt-get install liblz4-dev); writing VCD (dump.vcd) instead")
+    return ["--trace-structs"]
+
+
 def waves_requested():
     return os.environ.get("WAVES", "0") not in ("", "0")
 
@@ -71,7 +82,8 @@ def build(elaboratable, name, *, waves=None, simulator="verilator"):
     verilator_env()
     waves = waves_requested() if waves is None else waves
     text = verilog_text(elaboratable, name)
-    key = hashlib.sha256((text + WAIVERS.read_text() + str(waves) + simulator).encode()).hexdigest()[:16]
+    trace = _trace_args() if waves and simulator == "verilator" else []
+    key = hashlib.sha256((text + WAIVERS.read_text() + str(waves) + str(trace) + simulator).encode()).hexdigest()[:16]
     base = Path(os.environ.get("BCQ_SIM_BUILD", ROOT / "sim_build"))
     build_dir = base / f"{name}-{simulator}-{key}" if simulator != "verilator" else base / f"{name}-{key}"
     stamp = build_dir / "BUILT"
@@ -97,7 +109,7 @@ def build(elaboratable, name, *, waves=None, simulator="verilator"):
                 [f for f in (saved or "").split() if not f.startswith("CFG_CXXFLAGS_PCH_I")]
                 + ["CFG_CXXFLAGS_PCH_I=-include"])
             try:
-                args = [str(WAIVERS)] + (["--trace-fst", "--trace-structs"] if waves else [])
+                args = [str(WAIVERS)] + trace
                 runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, build_args=args,
                              waves=waves, log_file=build_dir / "build.log")
             finally:
