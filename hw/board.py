@@ -26,9 +26,10 @@ BOARDS = {
 class UARTAccelerator(wiring.Component):
     """UART (8N1, ``divisor`` clocks per bit) -> protocol engine -> matrix-vector engine."""
 
-    def __init__(self, layout: EngineLayout, *, divisor, max_rows, max_cols, build_id=0, timeout_cycles=None):
+    def __init__(self, layout: EngineLayout, *, divisor, max_rows, max_cols, build_id=0, timeout_cycles=None,
+                 codebooks=None, image=None):
         self.core = Accelerator(layout, max_rows=max_rows, max_cols=max_cols, build_id=build_id,
-                                timeout_cycles=timeout_cycles or 64 * 10 * divisor)
+                                timeout_cycles=timeout_cycles or 64 * 10 * divisor, codebooks=codebooks, image=image)
         self.rx_unit, self.tx_unit = UARTRx(divisor), UARTTx(divisor)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
 
@@ -42,9 +43,26 @@ class UARTAccelerator(wiring.Component):
 
 
 class BoardTop(Elaboratable):
-    def __init__(self, board, *, baudrate=115200, build_id=0):
+    """``image``/``layer``: bake a weight image's layer and codebooks into the block RAMs (they
+    can still be rewritten over the link); without them the memories start empty."""
+
+    def __init__(self, board, *, baudrate=115200, build_id=0, image=None, layer=None):
+        from sw.errors import BCQError
+        from sw.image import read_image
         self.board, self.params = board, BOARDS[board]
         self.baudrate, self.build_id = baudrate, build_id
+        self.layout = EngineLayout(DEFAULT, self.params["lanes"], 1)
+        self.codebooks = self.layer = None
+        if image is not None:
+            img = read_image(image, expect=self.layout)
+            name = layer or next(iter(img.layers))
+            if name not in img.layers:
+                raise BCQError(f"image {image} has no layer {name!r}; layers: {', '.join(img.layers)}")
+            rows, cols = img.layers[name].shape
+            if rows > self.params["max_rows"] or cols > self.params["max_cols"]:
+                raise BCQError(f"layer {name} ({rows} x {cols}) exceeds the {board} engine's "
+                               f"{self.params['max_rows']} x {self.params['max_cols']}")
+            self.codebooks, self.layer = img.codebooks, img.layers[name]
 
     def elaborate(self, platform):
         m = Module()
@@ -71,9 +89,9 @@ class BoardTop(Elaboratable):
         else:
             m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
             m.d.comb += ClockSignal("sync").eq(clk_buf.i)
-        layout = EngineLayout(DEFAULT, p["lanes"], 1)
-        m.submodules.acc = acc = UARTAccelerator(layout, divisor=round(clk_hz / self.baudrate),
-                                                 max_rows=p["max_rows"], max_cols=p["max_cols"], build_id=self.build_id)
+        m.submodules.acc = acc = UARTAccelerator(self.layout, divisor=round(clk_hz / self.baudrate),
+                                                 max_rows=p["max_rows"], max_cols=p["max_cols"], build_id=self.build_id,
+                                                 codebooks=self.codebooks, image=self.layer)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)

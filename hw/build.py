@@ -40,7 +40,7 @@ def parse_report(text, clock_hz):
     return {"cells": cells, "fmax_mhz": f, "target_mhz": clock_hz / 1e6, "met": f >= clock_hz / 1e6}
 
 
-def build_bitstream(board, out_dir="build", build_id=None):
+def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=None):
     if board not in BOARDS:
         raise BCQError(f"unknown board {board!r}; allowed: {', '.join(BOARDS)}")
     _tool_env()
@@ -49,11 +49,12 @@ def build_bitstream(board, out_dir="build", build_id=None):
     platform = getattr(importlib.import_module(module), cls)()
     build_id = int(time.time()) & 0xFFFFFFFF if build_id is None else build_id
     out = Path(out_dir) / board
+    top = BoardTop(board, build_id=build_id, image=image, layer=layer)
     t0 = time.perf_counter()
     try:
         # --timing-allow-fail: a design that misses the clock still gets its bitstream and report;
         # the report says it fails timing.
-        platform.build(BoardTop(board, build_id=build_id), name="top", build_dir=str(out), do_program=False,
+        platform.build(top, name="top", build_dir=str(out), do_program=False,
                        nextpnr_opts="--timing-allow-fail")
     except (OSError, __import__("subprocess").CalledProcessError) as e:  # toolchain failures
         raise BCQError(f"{board}: the FPGA build failed ({type(e).__name__}); logs in {out}/") from None
@@ -62,7 +63,8 @@ def build_bitstream(board, out_dir="build", build_id=None):
     report = parse_report(log, params["clock"])
     bit = next((p for p in (out / "top.bit", out / "top.bin") if p.exists()), None)
     report.update(board=board, bitstream=str(bit) if bit else None, seconds=time.perf_counter() - t0,
-                  build_id=build_id, engine={k: params[k] for k in ("lanes", "max_rows", "max_cols")})
+                  build_id=build_id, engine={k: params[k] for k in ("lanes", "max_rows", "max_cols")},
+                  baked_layer=top.layer.name if top.layer is not None else None)
     return report
 
 

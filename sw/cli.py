@@ -159,7 +159,7 @@ def cmd_demo(args):
 
 def cmd_build(args):
     from hw.build import build_bitstream, format_report
-    report = build_bitstream(args.board, args.output)
+    report = build_bitstream(args.board, args.output, image=args.image, layer=args.layer)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -221,6 +221,8 @@ def build_parser():
     b = sub.add_parser("build", help="build a bitstream for a board (YoWASP toolchain from PyPI)")
     b.add_argument("--board", required=True, help="ulx3s-85f or icebreaker")
     b.add_argument("-o", "--output", default="build", help="build directory (a folder per board)")
+    b.add_argument("--image", help="bake this weight image (built with --lanes of the board's engine) into the RAMs")
+    b.add_argument("--layer", help="which layer of --image (default: the first)")
     b.add_argument("--json", help="also write the report as JSON here")
     b.add_argument("--strict", action="store_true", help="exit non-zero when timing is not met")
     b.set_defaults(func=cmd_build)

@@ -39,3 +39,25 @@ def test_unknown_board_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sw.cli", "build", "--board", "de10", "-o", tmp_path],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown board 'de10'; allowed: ulx3s-85f, icebreaker" in r.stderr
+
+
+def test_board_top_bakes_an_image_and_refuses_a_mismatched_one(tmp_path):
+    import pytest
+    import torch
+    from amaranth.hdl import Fragment
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    from sw.codebooks import default_codebooks
+    from sw.errors import BCQError, FileFormatError
+    from sw.image import write_image
+    from sw.image_layout import EngineLayout
+    cb = default_codebooks()
+    write_image(tmp_path / "ok", {"fc": torch.randn(8, 128)}, cb, EngineLayout(cb.config, 1, 1))
+    top = BoardTop("icebreaker", image=tmp_path / "ok")
+    assert top.layer.name == "fc" and top.codebooks == cb
+    Fragment.get(top, ICEBreakerPlatform())
+    write_image(tmp_path / "lanes4", {"fc": torch.randn(8, 128)}, cb, EngineLayout(cb.config, 4, 1))
+    with pytest.raises(FileFormatError, match="built for lanes=1"):
+        BoardTop("icebreaker", image=tmp_path / "lanes4")
+    write_image(tmp_path / "big", {"fc": torch.randn(64, 128)}, cb, EngineLayout(cb.config, 1, 1))
+    with pytest.raises(BCQError, match="exceeds the icebreaker engine's 32 x 128"):
+        BoardTop("icebreaker", image=tmp_path / "big")
