@@ -113,11 +113,6 @@ class GEMV(wiring.Component):
     def xbuf_depth(self):
         return self.layout.beats_per_row(self.max_cols)
 
-    def cycles(self, rows, cols):
-        """Cycles from the first activation beat to the last result, with no back-pressure."""
-        lay = self.layout
-        return lay.beats_per_row(cols) * (1 + lay.groups(rows)) + BCQDot.latency + 2 + min(rows, lay.lanes)
-
     def elaborate(self, platform):
         m = Module()
         lay, cfg = self.layout, self.layout.config

@@ -8,8 +8,7 @@ import torch
 from .config import ScaleFormat
 from .errors import BCQError
 
-__all__ = ["round_minifloat", "E2M1", "E4M3_ELEM", "scale_encode_ceil", "scale_decode",
-           "scale_value", "e4m3_round_code"]
+__all__ = ["MiniFloat", "E2M1", "E4M3_ELEM", "scale_encode_ceil", "scale_decode", "scale_value"]
 
 
 class MiniFloat:
@@ -36,10 +35,6 @@ E2M1 = MiniFloat(2, 1, 6.0)         # FP4 elements of MXFP4 / NVFP4: 0, .5, 1, 1
 E4M3_ELEM = MiniFloat(4, 3, 448.0)  # OCP FP8 E4M3 (finite max 448)
 
 
-def round_minifloat(x, fmt):
-    return fmt.round(x)
-
-
 # -- 8-bit scale codes -------------------------------------------------------------------
 
 def _e4m3_table():
@@ -51,12 +46,6 @@ def _e4m3_table():
 
 
 _E4M3_VALUES = _e4m3_table()  # increasing in the code
-
-
-def e4m3_round_code(s):
-    """Nearest E4M3 code (ties to even) of positive ``s``, saturating at 448 (used by NVFP4)."""
-    v = E4M3_ELEM.round(s.to(torch.float64).abs())
-    return torch.searchsorted(_E4M3_VALUES, v)
 
 
 def scale_encode_ceil(s, fmt: ScaleFormat):

@@ -1,4 +1,4 @@
-"""Packing Python values into the flat bits of an Amaranth data layout (and back).
+"""Packing Python values into the flat bits of an Amaranth data layout.
 
 The gateware declares its payloads as ``data.StructLayout``/``data.ArrayLayout``; host code,
 testbenches and image writers pack with these helpers from the same layout object, so a bit's
@@ -8,7 +8,7 @@ position is defined once.
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-__all__ = ["pack", "unpack"]
+__all__ = ["pack"]
 
 
 def pack(layout, value):
@@ -38,16 +38,3 @@ def pack(layout, value):
     if not lo <= v <= hi:
         raise ValueError(f"{v} does not fit {shape}")
     return v & ((1 << shape.width) - 1)
-
-
-def unpack(layout, word):
-    if isinstance(layout, data.StructLayout):
-        return {name: unpack(field.shape, word >> field.offset) for name, field in layout}
-    if isinstance(layout, data.ArrayLayout):
-        w = Shape.cast(layout.elem_shape).width
-        return [unpack(layout.elem_shape, word >> (i * w)) for i in range(layout.length)]
-    shape = Shape.cast(layout)
-    v = word & ((1 << shape.width) - 1)
-    if shape.signed and v >> (shape.width - 1):
-        v -= 1 << shape.width
-    return v
