@@ -28,6 +28,7 @@ from .config import BCQConfig
 from .errors import BCQError, ConfigError, FileFormatError
 from .image_layout import EngineLayout
 from .lobcq import BCQTensor, encode
+from .numerics import scale_decode
 
 __all__ = ["write_image", "read_image", "Image", "LayerImage", "weight_words", "scale_words",
            "words_to_tensor", "IMAGE_KIND", "IMAGE_VERSION"]
@@ -216,8 +217,12 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout):
     manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "config": cfg.to_dict(),
                 "layout": layout.describe(), "codebook": cb_entry, "layers": layer_entries, "sha256": files}
     manifest["manifest_sha256"] = manifest_digest(manifest)
-    _atomic_write(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
+    _atomic_write(manifest_path, _manifest_text(manifest).encode())
     return manifest
+
+
+def _manifest_text(manifest):
+    return json.dumps(manifest, indent=1) + "\n"
 
 
 def manifest_digest(manifest):
@@ -284,7 +289,8 @@ def read_image(path, expect: EngineLayout | None = None) -> Image:
     if not root.is_dir():
         raise FileFormatError(root, "no such image directory")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest_text = manifest_path.read_text()
+        manifest = json.loads(manifest_text)
     except FileNotFoundError:
         raise FileFormatError(manifest_path, "missing: not an image directory (or an interrupted write)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -345,9 +351,12 @@ def read_image(path, expect: EngineLayout | None = None) -> Image:
         if q.selectors.numel() and int(q.selectors.max()) >= config.n_codebooks:
             raise FileFormatError(root / entry["weights"]["bin"], f"a selector exceeds n_codebooks={config.n_codebooks}")
         try:
-            from .numerics import scale_decode
             scale_decode(q.scales, config.scale, what=f"layer {name} scale code")
         except BCQError as e:
             raise FileFormatError(root / entry["scales"]["bin"], str(e)) from None
         layers[name] = LayerImage(name, (rows, cols), q, ww, sw)
+    # Last: byte-for-byte the text the writer produces, so no change to the file goes unseen
+    # (whitespace edits or a lost final newline keep the JSON and its digest intact).
+    if manifest_text != _manifest_text(manifest):
+        raise FileFormatError(manifest_path, "not the text this program writes (edited or damaged)")
     return Image(root, layout, codebooks, layers, manifest)

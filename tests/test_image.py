@@ -73,6 +73,9 @@ def damage(path, how, rehash=False):
     elif how == "no manifest":
         (path / "manifest.json").unlink()
         return
+    elif how == "whitespace":
+        (path / "manifest.json").write_text((path / "manifest.json").read_text().rstrip("\n"))
+        return
     elif how == "not json":
         (path / "manifest.json").write_text("{")
         return
@@ -89,6 +92,7 @@ def damage(path, how, rehash=False):
     ("truncated", "codebook.hex", "SHA-256 mismatch"), ("magic", "manifest.json", "field kind"),
     ("version", "manifest.json", "version 99"), ("shape", "manifest.json", "manifest_sha256: checksum mismatch"),
     ("no manifest", "manifest.json", "missing"), ("not json", "manifest.json", "not valid JSON"),
+    ("whitespace", "manifest.json", "not the text this program writes"),
     ("shape+", "manifest.json", "do not match shape"), ("config+", "manifest.json", "block_len=3"),
     ("layout+", "manifest.json", "layout does not match"), ("path escape+", "manifest.json", "not a plain file name")])
 def test_damage_is_a_named_error(image, how, where, words):
