@@ -56,14 +56,27 @@ def _fields(cb, n, rng, *, idx=None, sel=None, scale=None):
         t([rng.randint(lo, hi) if scale is None else scale for _ in range(n // cfg.array_len)]))
 
 
-def make_cases(cfg: BCQConfig, codebooks: Codebooks, *, seed: int, count: int, max_len: int):
-    """Directed edge cases first, then ``count`` random vectors of mixed lengths."""
+def make_cases(cfg: BCQConfig, codebooks: Codebooks, *, seed: int, count: int, max_len: int, directed=True):
+    """Directed edge cases first (unless ``directed`` is False), then ``count`` random vectors
+    of mixed lengths."""
     rng = random.Random(seed)
     arith = Arithmetic(cfg, max_len)
     la = cfg.array_len
-    lo, hi = scale_code_range(cfg)
     cases = []
     add = lambda name, w, x: cases.append(Case(name, w, x, arith))  # noqa: E731
+    if directed:
+        _directed_cases(cfg, codebooks, rng, seed, max_len, add)
+    max_arrays = max_len // la
+    for k in range(count):
+        n_arrays = rng.choice([1, 1, 2, 3, 4, 5, 8]) if rng.random() < 0.98 else rng.randint(1, max_arrays)
+        n_arrays = min(n_arrays, max_arrays)
+        add(f"random #{k}", _fields(codebooks, n_arrays * la, rng), _fields(codebooks, n_arrays * la, rng))
+    return cases
+
+
+def _directed_cases(cfg, codebooks, rng, seed, max_len, add):
+    la = cfg.array_len
+    lo, hi = scale_code_range(cfg)
     # Index 0/1/2 of codebook 0 hold entry_min, entry_max and 0 (random_codebooks).
     add("all-zero (zero tensors)", encode(torch.zeros(la), codebooks), encode(torch.zeros(2 * la)[:la], codebooks))
     add("zero codewords", _fields(codebooks, 2 * la, rng, idx=2, sel=0), _fields(codebooks, 2 * la, rng))
@@ -78,12 +91,6 @@ def make_cases(cfg: BCQConfig, codebooks: Codebooks, *, seed: int, count: int, m
     g = torch.Generator().manual_seed(seed)
     add("encoded gaussian", encode(torch.randn(4 * la, generator=g), codebooks),
         encode(torch.randn(4 * la, generator=g) * 100, codebooks))
-    max_arrays = max_len // la
-    for k in range(count):
-        n_arrays = rng.choice([1, 1, 2, 3, 4, 5, 8]) if rng.random() < 0.98 else rng.randint(1, max_arrays)
-        n_arrays = min(n_arrays, max_arrays)
-        add(f"random #{k}", _fields(codebooks, n_arrays * la, rng), _fields(codebooks, n_arrays * la, rng))
-    return cases
 
 
 def bxp_random_vectors(cfg, rng, count, max_beats=4):
