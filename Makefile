@@ -56,4 +56,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf build sim_build $(OUT) results .pytest_cache
+	rm -rf build sim_build $(OUT) .pytest_cache

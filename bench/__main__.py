@@ -83,6 +83,16 @@ def bench_hw():
         out[f"bcq_dot_b{bpc}"] = {"macs_per_cycle": dut.macs_per_cycle, **c}
         rows.append([f"bcq-dot B={bpc}", dut.macs_per_cycle, c["LUT4"], c["FF"], c["MULT18X18D"], c["CCU2"],
                      c["EBR"], f"{c['LUT4_per_MAC']:.1f}"])
+    # Baselines of equal MACs/cycle (8): MXFP4 dot-product unit, INT8 MAC array.
+    from hw.int_mac import IntMac
+    from hw.mx_dot import MXFP4Dot
+    for key, label, dut, name in (("mxfp4_dot_x8", "mxfp4-dot (baseline)", MXFP4Dot(lanes=8), "mx_dot"),
+                                  ("int8_mac_x8", "int8 MAC x8 (baseline)", IntMac(8, lanes=8), "int_mac")):
+        c = synth_ecp5(dut, name)
+        c["LUT4_per_MAC"] = c["LUT4"] / dut.macs_per_cycle
+        out[key] = {"macs_per_cycle": dut.macs_per_cycle, **c}
+        rows.append([label, dut.macs_per_cycle, c["LUT4"], c["FF"], c["MULT18X18D"], c["CCU2"],
+                     c["EBR"], f"{c['LUT4_per_MAC']:.1f}"])
     table("Yosys synth_ecp5, default config", ["unit", "MACs/cycle", "LUT4", "FF", "MULT18X18D", "CCU2C",
                                                 "DP16KD", "LUT4/MAC"], rows)
     return out
@@ -183,8 +193,38 @@ def bench_engine():
     return out
 
 
-SECTIONS = {"quality": bench_quality, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp, "engine": bench_engine,
-            "sim": bench_sim}
+def bench_minilm():
+    from bench.minilm import default_formats, evaluate
+    r = evaluate(default_formats())
+    rows = []
+    for name, v in r.items():
+        if isinstance(v, dict):
+            ls = list(v["layers"].values())
+            rows.append([name, f"{v['bits_per_scalar']:g}", f"{v['cosine_mean']:.4f}", f"{v['cosine_min']:.4f}",
+                         f"{sum(l['weight_sqnr_db'] for l in ls) / len(ls):.2f}",
+                         f"{sum(l['act_sqnr_db'] for l in ls) / len(ls):.2f}", len(ls)])
+    table(f"MiniLM-L6 W4A4: sentence-embedding cosine to FP32 over {r['sentences']} sentences",
+          ["format", "bits/scalar", "cosine mean", "cosine min", "weight SQNR mean", "act SQNR mean", "layers"], rows)
+    return r
+
+
+def bench_fpga():
+    """Full builds (Yosys + nextpnr + packer) of both board tops: utilization and Fmax."""
+    from hw.build import build_bitstream
+    rows, out = [], {}
+    for board in ("ulx3s-85f", "icebreaker"):
+        r = build_bitstream(board, "build")
+        out[board] = {k: r[k] for k in ("fmax_mhz", "target_mhz", "met", "seconds", "engine", "cells")}
+        luts = r["cells"].get("TRELLIS_COMB", r["cells"].get("ICESTORM_LC", ["-", "-"]))
+        rows.append([board, f"{r['fmax_mhz']:.1f}", f"{r['target_mhz']:.0f}", "yes" if r["met"] else "NO",
+                     f"{luts[0]} / {luts[1]}", f"{r['seconds']:.0f}"])
+    table("nextpnr full builds (engine + host link)", ["board", "Fmax MHz", "clock MHz", "met", "LUT cells", "build s"], rows)
+    return out
+
+
+SECTIONS = {"quality": bench_quality, "minilm": bench_minilm, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp, "engine": bench_engine,
+            "sim": bench_sim,
+            "fpga": bench_fpga}
 
 
 def main(argv):
@@ -201,6 +241,8 @@ def main(argv):
     previous.update(results)
     path.write_text(json.dumps(previous, indent=1))
     print(f"\nwrote {path}")
+    from bench import report
+    report.main()
 
 
 if __name__ == "__main__":

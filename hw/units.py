@@ -26,6 +26,11 @@ def _int_mac(config, n_bits=8, lanes=1, max_len=4096):
     return IntMac(n_bits, lanes, max_len=max_len)
 
 
+def _mxfp4_dot(config, lanes=8, max_len=4096):
+    from .mx_dot import MXFP4Dot
+    return MXFP4Dot(lanes=lanes, max_len=max_len)
+
+
 def _gemv(config, lanes=4, blocks_per_cycle=1, max_rows=None, max_cols=None, rom=False, image=None, layer=None):
     from sw.codebooks import default_codebooks
     from sw.image import read_image
@@ -49,6 +54,7 @@ UNITS = {
     "bcq-dot": (_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool}),
     "bxp-mac": (_bxp_mac, "bxp_mac", {"n_bits": int, "block_bits": int, "max_len": int}),
     "int-mac": (_int_mac, "int_mac", {"n_bits": int, "lanes": int, "max_len": int}),
+    "mxfp4-dot": (_mxfp4_dot, "mxfp4_dot", {"lanes": int, "max_len": int}),
     "gemv": (_gemv, "gemv", {"lanes": int, "blocks_per_cycle": int, "max_rows": int, "max_cols": int, "rom": bool}),
 }
 
@@ -124,6 +130,10 @@ def write_verilog(unit, output, *, config, options=(), codebooks=None, image=Non
         lay = dut.layout
         what = (f"{lay.config.describe()}; {lay.lanes} lanes, {dut.macs_per_cycle} MACs/cycle, "
                 f"up to {dut.max_rows} x {dut.max_cols}" + (f", memories from {image}" if image else ""))
+    elif unit == "mxfp4-dot":
+        c = dut.config
+        what = (f"MXFP4, E8M0 exponents {c.exp_min}..{c.exp_max} per {c.block}; {dut.lanes} MACs/cycle, "
+                f"latency {dut.latency} cycles")
     else:
         what = f"{dut.n_bits}-bit x {dut.lanes} lanes; latency {dut.latency} cycles"
     return f"wrote {output}: module {name} ({what}; acc {dut.acc_bits} bits); ports: {ports}"

@@ -53,7 +53,7 @@ def scale_encode_ceil(s, fmt: ScaleFormat):
     largest code. ``s`` is a float64 tensor of non-negative scale values."""
     s = s.to(torch.float64)
     if fmt.name == "e4m3":
-        return torch.clamp(torch.searchsorted(_E4M3_VALUES, s, side="left"), max=0x7E).to(torch.uint8)
+        return torch.clamp(torch.searchsorted(_E4M3_VALUES.to(s.device), s, side="left"), max=0x7E).to(torch.uint8)
     m, e = torch.frexp(s)
     ceil_log2 = torch.where(m == 0.5, e - 1, e)
     exp = torch.clamp(ceil_log2, fmt.exp_min, fmt.exp_max)

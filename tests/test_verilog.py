@@ -61,7 +61,8 @@ def test_bad_verilog_requests(tmp_path, args, message):
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("unit,options", [("bxp-mac", []), ("bxp-mac", ["block_bits=4"]), ("int-mac", ["lanes=4"])])
+@pytest.mark.parametrize("unit,options", [("bxp-mac", []), ("bxp-mac", ["block_bits=4"]), ("int-mac", ["lanes=4"]),
+                                          ("mxfp4-dot", []), ("mxfp4-dot", ["lanes=4"])])
 def test_other_units_verilog_is_lint_clean(tmp_path, unit, options):
     out = tmp_path / f"{unit.replace('-', '_')}.v"  # -Wall wants file name == module name
     r = bcq("verilog", "--unit", unit, "-o", out, *[a for o in options for a in ("--option", o)])

@@ -1,0 +1,165 @@
+"""Markdown report + matplotlib plots from results/bench.json (written at the end of
+``make bench``; ``python -m bench.report`` rewrites it from the saved figures)."""
+
+import json
+from pathlib import Path
+import sys
+
+RESULTS = Path("results")
+
+
+def _plots(d, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    made = []
+    q = d.get("quality", {}).get("sqnr_db")
+    mini = d.get("minilm")
+    if q or mini:
+        fig, axes = plt.subplots(1, 2 if mini else 1, figsize=(11 if mini else 6, 4), squeeze=False)
+        if q:
+            ax = axes[0][0]
+            for name, v in q.items():
+                ax.scatter(v["bits_per_scalar"], v["gaussian"], s=40)
+                ax.annotate(name, (v["bits_per_scalar"], v["gaussian"]), textcoords="offset points", xytext=(5, 3))
+            ax.set(xlabel="effective bits per scalar", ylabel="SQNR (dB), Gaussian 2^20", title="SQNR vs bits")
+            ax.grid(alpha=0.3)
+        if mini:
+            ax = axes[0][-1]
+            for name, v in mini.items():
+                if not isinstance(v, dict):
+                    continue
+                act = [l["act_sqnr_db"] for l in v["layers"].values()]
+                ax.scatter(v["bits_per_scalar"], sum(act) / len(act), s=40)
+                ax.annotate(name, (v["bits_per_scalar"], sum(act) / len(act)), textcoords="offset points", xytext=(5, 3))
+            ax.set(xlabel="effective bits per scalar", ylabel="mean activation SQNR (dB)",
+                   title="MiniLM-L6 W4A4, all linear layers")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "sqnr_vs_bits.png", dpi=110)
+        plt.close(fig)
+        made.append("sqnr_vs_bits.png")
+    units = _lut_per_mac(d)
+    if units:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.barh([u for u, _ in units], [v for _, v in units])
+        ax.set(xlabel="LUT4 per MAC (Yosys synth_ecp5)", title="Logic per multiply-accumulate")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        fig.savefig(out / "lut4_per_mac.png", dpi=110)
+        plt.close(fig)
+        made.append("lut4_per_mac.png")
+    from sw.codebooks import default_codebooks
+    cb = default_codebooks()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for c, row in enumerate(cb.entries.tolist()):
+        ax.plot(range(len(row)), sorted(row), marker=".", alpha=0.7)
+    ax.set(xlabel="entry (sorted)", ylabel=f"INT{cb.config.entry_bits} value",
+           title=f"Shipped LO-BCQ codebooks ({cb.config.n_codebooks} of {cb.config.n_entries} entries)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "codebooks.png", dpi=110)
+    plt.close(fig)
+    made.append("codebooks.png")
+    return made
+
+
+def _lut_per_mac(d):
+    rows = []
+    for key, v in d.get("hw", {}).items():
+        if isinstance(v, dict) and v.get("macs_per_cycle"):
+            rows.append((f"{key} (BCQ, {v['macs_per_cycle']} MAC/c)", v["LUT4"] / v["macs_per_cycle"]))
+    syn = d.get("bxp", {}).get("synth", {}).get("nodsp", {})
+    if "int8_mac_x16" in syn:
+        rows.append(("int8 MAC x16, no DSP", syn["int8_mac_x16"]["LUT4"] / 16))
+    if "bxp_mac" in syn:
+        from sw.axbxp import DEFAULT_BXP
+        for mode in DEFAULT_BXP.modes:
+            ppc = DEFAULT_BXP.products_per_cycle(mode)
+            rows.append((f"Ax-BxP MAC {mode.name} ({ppc}/c)", syn["bxp_mac"]["LUT4"] / ppc))
+    return rows
+
+
+def write(d, out=RESULTS):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(d, out)
+    L = ["# Benchmark report", "", "Written by `make bench` from `results/bench.json` (all figures measured on "
+         "the machine that ran it).", ""]
+    q = d.get("quality")
+    if q:
+        L += ["## SQNR on synthetic data (2^20 samples, dB)", "", "| format | bits/scalar | " +
+              " | ".join(k for k in next(iter(q["sqnr_db"].values())) if k != "bits_per_scalar") + " |", "|---|---|---|---|---|"]
+        for name, v in q["sqnr_db"].items():
+            L.append(f"| {name} | {v['bits_per_scalar']:g} | " +
+                     " | ".join(f"{x:.2f}" for k, x in v.items() if k != "bits_per_scalar") + " |")
+        L.append("")
+    mini = d.get("minilm")
+    if mini:
+        L += [f"## MiniLM-L6 W4A4 ({mini['sentences']} sentences, every linear layer's weights and inputs)", "",
+              "| format | bits/scalar | cosine to FP32 mean | min | weight SQNR mean (dB) | activation SQNR mean (dB) |",
+              "|---|---|---|---|---|---|"]
+        for name, v in mini.items():
+            if not isinstance(v, dict):
+                continue
+            ls = v["layers"].values()
+            w = sum(l["weight_sqnr_db"] for l in ls) / len(ls)
+            a = sum(l["act_sqnr_db"] for l in ls) / len(ls)
+            L.append(f"| {name} | {v['bits_per_scalar']:g} | {v['cosine_mean']:.4f} | {v['cosine_min']:.4f} | {w:.2f} | {a:.2f} |")
+        names = [k for k, v in mini.items() if isinstance(v, dict)]
+        L += ["", "Per layer (weight / activation SQNR, dB):", "",
+              "| layer | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for layer in mini[names[0]]["layers"]:
+            cells = []
+            for n in names:
+                l = mini[n]["layers"][layer]
+                cells.append(f"{l['weight_sqnr_db']:.1f} / {l['act_sqnr_db']:.1f}")
+            L.append(f"| {layer.removeprefix('0.model.')} | " + " | ".join(cells) + " |")
+        L.append("")
+    sp = d.get("speed")
+    if sp:
+        L += ["## Software speed (CPU)", "", "```", json.dumps(sp, indent=1), "```", ""]
+    hw = _lut_per_mac(d)
+    if hw:
+        L += ["## Hardware cost (Yosys synth_ecp5)", "", "| unit | LUT4 per MAC |", "|---|---|"]
+        L += [f"| {u} | {v:.1f} |" for u, v in hw]
+        L.append("")
+    syn = d.get("bxp", {}).get("synth", {})
+    if syn:
+        L += ["## Reconfigurable MAC vs plain MACs (Yosys synth_ecp5)", "",
+              "One Ax-BxP MAC serves every mode at run time, so its cost is shared; LUT4/MAC above "
+              "divides it by each mode's products per cycle.", "",
+              "| flow | unit | LUT4 | FF | MULT18X18D |", "|---|---|---|---|---|"]
+        for flow, units in syn.items():
+            for u, c in units.items():
+                L.append(f"| {flow} | {u} | {c['LUT4']} | {c['FF']} | {c['MULT18X18D']} |")
+        L.append("")
+    fpga = d.get("fpga")
+    if fpga:
+        L += ["## nextpnr full builds", "", "| board | Fmax (MHz) | clock (MHz) | met | build (s) |", "|---|---|---|---|---|"]
+        for b, r in fpga.items():
+            L.append(f"| {b} | {r['fmax_mhz']:.1f} | {r['target_mhz']:.0f} | {'yes' if r['met'] else 'no'} | {r['seconds']:.0f} |")
+        L.append("")
+    gpu = d.get("gpu")
+    if gpu:
+        L += ["## GPU (CUDA path of the same code)", "", "```", json.dumps(gpu, indent=1), "```", ""]
+    if "stress" in d:
+        L += ["## Stress", "", "```", json.dumps(d["stress"], indent=1), "```", ""]
+    L += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(L))
+    return path, plots
+
+
+def main(argv=None):
+    d = json.loads((RESULTS / "bench.json").read_text())
+    for key in ("stress", "gpu"):
+        extra = RESULTS / f"{key}.json"
+        if extra.exists():
+            d[key] = json.loads(extra.read_text())
+    path, plots = write(d)
+    print(f"wrote {path} and {', '.join(plots)} in {RESULTS}/")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
