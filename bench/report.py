@@ -43,7 +43,8 @@ def _plots(d, out):
     if units:
         fig, ax = plt.subplots(figsize=(8, 4))
         ax.barh([u for u, _ in units], [v for _, v in units])
-        ax.set(xlabel="LUT4 per MAC (Yosys synth_ecp5)", title="Logic per multiply-accumulate")
+        ax.set_xscale("log")
+        ax.set(xlabel="LUT4 per MAC (Yosys synth_ecp5, log scale)", title="Logic per multiply-accumulate")
         ax.invert_yaxis()
         fig.tight_layout()
         fig.savefig(out / "lut4_per_mac.png", dpi=110)
@@ -68,15 +69,15 @@ def _lut_per_mac(d):
     rows = []
     for key, v in d.get("hw", {}).items():
         if isinstance(v, dict) and v.get("macs_per_cycle"):
-            rows.append((f"{key} (BCQ, {v['macs_per_cycle']} MAC/c)", v["LUT4"] / v["macs_per_cycle"]))
+            rows.append((f"{key} ({v['macs_per_cycle']} MAC/c, DSPs on)", v["LUT4"] / v["macs_per_cycle"]))
     syn = d.get("bxp", {}).get("synth", {}).get("nodsp", {})
     if "int8_mac_x16" in syn:
-        rows.append(("int8 MAC x16, no DSP", syn["int8_mac_x16"]["LUT4"] / 16))
+        rows.append(("int8 MAC x16 (no DSP)", syn["int8_mac_x16"]["LUT4"] / 16))
     if "bxp_mac" in syn:
         from sw.axbxp import DEFAULT_BXP
         for mode in DEFAULT_BXP.modes:
             ppc = DEFAULT_BXP.products_per_cycle(mode)
-            rows.append((f"Ax-BxP MAC {mode.name} ({ppc}/c)", syn["bxp_mac"]["LUT4"] / ppc))
+            rows.append((f"Ax-BxP MAC {mode.name} ({ppc}/c, no DSP)", syn["bxp_mac"]["LUT4"] / ppc))
     return rows
 
 
