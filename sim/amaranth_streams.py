@@ -4,7 +4,7 @@ back-pressure. No arithmetic here."""
 
 from amaranth import Value
 
-__all__ = ["put_beats", "get_payloads"]
+__all__ = ["put_beats", "get_payloads", "run_streams"]
 
 
 async def put_beats(ctx, stream, beats, rng, stall):
@@ -30,3 +30,26 @@ async def get_payloads(ctx, stream, count, rng, stall, *fields):
         out.append(sampled if fields else sampled[0])
         ctx.set(stream.ready, 0)
     return out
+
+
+def run_streams(dut, beats, n_results, rng, stall_in, stall_out, setup=None):
+    """Simulate ``dut`` (a unit with stream ``i`` and ``o``): ``setup(ctx)`` first if given
+    (e.g. codebook writes), then every packed beat in, ``n_results`` payloads out, each side
+    with its own random stalls. Returns the payloads."""
+    from amaranth.sim import Simulator
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def producer(ctx):
+        if setup is not None:
+            await setup(ctx)
+        await put_beats(ctx, dut.i, beats, rng, stall_in)
+
+    async def consumer(ctx):
+        got.extend(await get_payloads(ctx, dut.o, n_results, rng, stall_out))
+
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    return got

@@ -8,7 +8,7 @@ from amaranth import Value
 from amaranth.sim import Simulator
 
 from hw.bcq_dot import BCQDot, vector_beats
-from sim.amaranth_streams import get_payloads, put_beats
+from sim.amaranth_streams import run_streams
 from sim.vectors import make_cases, random_codebooks
 from sw.config import BCQConfig
 from sw.errors import ConfigError
@@ -18,12 +18,7 @@ CONFIGS = [(BCQConfig(), 1), (BCQConfig(block_len=4, n_codebooks=4), 1), (BCQCon
 
 
 def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
-    rng = random.Random(seed)
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-
-    async def producer(ctx):
+    async def write_codebooks(ctx):
         if not dut.codebook_rom:
             for addr, value in enumerate(codebooks.entries.flatten().tolist()):
                 ctx.set(dut.cbw.en, 1)
@@ -31,16 +26,8 @@ def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
                 ctx.set(dut.cbw.data, value)
                 await ctx.tick()
             ctx.set(dut.cbw.en, 0)
-        beats = [b for case in cases for b in vector_beats(case.w, case.x, dut.blocks_per_cycle)]
-        await put_beats(ctx, dut.i, beats, rng, stall_in)
-
-    async def consumer(ctx):
-        got.extend(await get_payloads(ctx, dut.o, len(cases), rng, stall_out))
-
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    return got
+    beats = [b for case in cases for b in vector_beats(case.w, case.x, dut.blocks_per_cycle)]
+    return run_streams(dut, beats, len(cases), random.Random(seed), stall_in, stall_out, setup=write_codebooks)
 
 
 @pytest.mark.parametrize("cfg,bpc", CONFIGS, ids=lambda v: str(v))

@@ -6,28 +6,14 @@ from amaranth import Value
 from amaranth.sim import Simulator
 
 from hw.bxp_mac import BxPMac, mac_beats
-from sim.amaranth_streams import get_payloads, put_beats
+from sim.amaranth_streams import run_streams
 from sim.vectors import bxp_random_vectors
 from sw.axbxp import DEFAULT_BXP, BxPConfig, Mode
 
 
 def simulate(dut, vectors, seed, stall=0.3):
-    rng = random.Random(seed)
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-
-    async def producer(ctx):
-        words = [w for beats, _ in vectors for w in mac_beats(dut.config, beats)]
-        await put_beats(ctx, dut.i, words, rng, stall)
-
-    async def consumer(ctx):
-        got.extend(await get_payloads(ctx, dut.o, len(vectors), rng, stall))
-
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    return got
+    words = [w for beats, _ in vectors for w in mac_beats(dut.config, beats)]
+    return run_streams(dut, words, len(vectors), random.Random(seed), stall, stall)
 
 
 @pytest.mark.parametrize("cfg", [DEFAULT_BXP, BxPConfig(n_bits=8, block_bits=4),

@@ -4,10 +4,9 @@ import random
 
 import pytest
 import torch
-from amaranth.sim import Simulator
 
 from hw.mx_dot import MXFP4Dot, mx_vector_beats
-from sim.amaranth_streams import get_payloads, put_beats
+from sim.amaranth_streams import run_streams
 from sw import mxfp4
 from sw.errors import ConfigError, ShapeError
 from sw.formats import get_format
@@ -47,19 +46,7 @@ def test_gateware_is_bit_exact_with_stalls(lanes, seed):
     expected = [mxfp4.dot_fixed(w, x) for w, x in cases]
     dut = MXFP4Dot(cfg, lanes=lanes, max_len=max_len)
     assert max(abs(e) for e in expected) < 2 ** (dut.acc_bits - 1)
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-
-    async def producer(ctx):
-        await put_beats(ctx, dut.i, [b for w, x in cases for b in mx_vector_beats(w, x, lanes)], rng, 0.3)
-
-    async def consumer(ctx):
-        got.extend(await get_payloads(ctx, dut.o, len(cases), rng, 0.3))
-
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    got = run_streams(dut, [b for w, x in cases for b in mx_vector_beats(w, x, lanes)], len(cases), rng, 0.3, 0.3)
     assert got == expected, f"seed {seed}: first mismatch at {next(k for k, (a, b) in enumerate(zip(got, expected)) if a != b)}"
 
 
