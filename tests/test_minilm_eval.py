@@ -3,8 +3,6 @@ the identity changes nothing; a real 4-bit format lowers cosine and gives finite
 
 import math
 
-import torch
-
 from bench.minilm import evaluate, load_sentences
 from sw.formats import get_format
 
@@ -12,7 +10,6 @@ from sw.formats import get_format
 def test_shipped_sentences_are_enough():
     s = load_sentences()
     assert len(s) >= 200 and len(set(s)) == len(s)
-
 
 def test_identity_quantizer_is_exact_and_int4_is_not():
     sentences = load_sentences()[:6]
