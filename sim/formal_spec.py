@@ -184,7 +184,7 @@ def _per_beat(config: BCQConfig, codebooks, code):
     return total // beats
 
 
-def stream_harness(config: BCQConfig, queue_depth=None):
+def stream_harness(config: BCQConfig):
     """Returns ``(module, clock)``. Stream contract of the whole :class:`BCQDot` under every valid/ready pattern.
 
     Data are made to count beats: a ROM codebook whose every entry is 1 and a fixed scale code,
@@ -222,7 +222,7 @@ def stream_harness(config: BCQConfig, queue_depth=None):
                  give.eq(dut.o.valid & dut.o.ready)]
 
     # Reference queue of expected results.
-    depth = queue_depth or (L + 2)
+    depth = L + 2   # more than can be in flight, so an overflow shows as a failed bound
     acc_shape = dut.o.payload.shape()
     queue = Array(Signal(acc_shape, name=f"queue{k}") for k in range(depth))
     head = Signal(range(depth))
