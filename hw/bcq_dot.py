@@ -17,14 +17,11 @@ from sw.golden import DEFAULT_MAX_LEN, Arithmetic
 from sw.lobcq import BCQTensor
 
 from sw.packing import pack
-from .bcq_block import (BlockDatapath, beat_layout, codebook_address, codebook_lookup,
-                        codebook_write_signature)
-from .pipeline import Pipeline, tree_sum
+from .bcq_block import BlockDatapath, beat_layout, codebook_write_signature
+from .pipeline import Pipeline
 from .scale import decode_scale
 
-# beat_layout, codebook_* and tree_sum are re-exported for the engine and the tests.
-__all__ = ["BCQDot", "beat_layout", "codebook_write_signature", "codebook_lookup", "codebook_address",
-           "vector_beats", "tree_sum"]
+__all__ = ["BCQDot", "vector_beats"]
 
 
 class BCQDot(wiring.Component):
