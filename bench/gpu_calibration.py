@@ -8,15 +8,14 @@ import time
 
 import torch
 
-from sw.calibdata import synthetic_calibration_data
-from sw.config import DEFAULT
-from sw.lobcq import calibrate
+from bcq.sw.formats.calibdata import synthetic_calibration_data
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.config import DEFAULT
+from bcq.sw.formats.lobcq import calibrate, fake_quant
 
 
 def encode_rate(device, n=1 << 22):
     """Scalars/s of LO-BCQ encode + decode (fake_quant) on ``device``."""
-    from sw.codebooks import default_codebooks
-    from sw.lobcq import fake_quant
     cb = default_codebooks()
     x = torch.randn(n // 1024, 1024, generator=torch.Generator().manual_seed(1)).to(device)
     fake_quant(x[:64], cb)

@@ -7,10 +7,18 @@ blocks along the reduction dimension), and the embeddings are compared with FP32
 similarity. Per layer: SQNR of the weights and of the inputs it saw.
 """
 
+import math
 import os
 from pathlib import Path
 
 import torch
+
+from bcq.sw.formats.calibdata import synthetic_calibration_data
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.lobcq import calibrate
+from bcq.sw.formats.quantizers import get_format, sqnr_db
+from bcq.sw.host.models import minilm_path
 
 SENTENCES = Path(__file__).parent / "data" / "sentences.txt"
 
@@ -24,17 +32,12 @@ def load_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
-    from sw.models import minilm_path
     return SentenceTransformer(str(minilm_path().parent), device="cpu")
 
 
 def lobcq_variants():
     """(name, BCQConfig, codebooks): the shipped default and two other configurations, whose
     codebooks are calibrated here on the same synthetic data as the default's."""
-    from sw.calibdata import synthetic_calibration_data
-    from sw.codebooks import default_codebooks
-    from sw.config import BCQConfig
-    from sw.lobcq import calibrate
     out = [("lobcq", BCQConfig(), default_codebooks())]
     for name, cfg in (("lobcq-nc4", BCQConfig(n_codebooks=4)), ("lobcq-lb4", BCQConfig(block_len=4))):
         r = calibrate(synthetic_calibration_data(), cfg, progress=False)
@@ -45,7 +48,6 @@ def lobcq_variants():
 def evaluate(formats, sentences=None, batch_size=64):
     """``formats``: name -> (bits per scalar, fake_quant function). Returns a dict per format:
     bits, cosine mean/min over sentences, per-layer weight and activation SQNR (dB)."""
-    from sw.formats import sqnr_db
     sentences = sentences or load_sentences()
     model = load_model()
     enc = dict(batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
@@ -79,7 +81,6 @@ def evaluate(formats, sentences=None, batch_size=64):
             for n, mod in linears:
                 mod.weight.data = saved[n]
         cos = (emb * ref).sum(-1)
-        import math
         layers = {n: {"weight_sqnr_db": weight_sqnr[n],
                       "act_sqnr_db": 10 * math.log10(p[0] / p[1]) if p[1] > 0 else float("inf")}
                   for n, p in power.items() if p[0] > 0}   # layers that ran (the pooler does not)
@@ -89,7 +90,6 @@ def evaluate(formats, sentences=None, batch_size=64):
 
 
 def default_formats():
-    from sw.formats import get_format
     fmts = {}
     for name, cfg, cb in lobcq_variants():
         f = get_format("lobcq", cb)

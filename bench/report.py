@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 import sys
 
+from bcq.sw.formats.axbxp import DEFAULT_BXP
+from bcq.sw.formats.codebooks import default_codebooks
+
 RESULTS = Path("results")
 
 
@@ -50,7 +53,6 @@ def _plots(d, out):
         fig.savefig(out / "lut4_per_mac.png", dpi=110)
         plt.close(fig)
         made.append("lut4_per_mac.png")
-    from sw.codebooks import default_codebooks
     cb = default_codebooks()
     fig, ax = plt.subplots(figsize=(7, 4))
     for c, row in enumerate(cb.entries.tolist()):
@@ -74,7 +76,6 @@ def _lut_per_mac(d):
     if "int8_mac_x16" in syn:
         rows.append(("int8 MAC x16 (no DSP)", syn["int8_mac_x16"]["LUT4"] / 16))
     if "bxp_mac" in syn:
-        from sw.axbxp import DEFAULT_BXP
         for mode in DEFAULT_BXP.modes:
             ppc = DEFAULT_BXP.products_per_cycle(mode)
             rows.append((f"Ax-BxP MAC {mode.name} ({ppc}/c, no DSP)", syn["bxp_mac"]["LUT4"] / ppc))

@@ -1,0 +1,1 @@
+"""Layer (d): the gateware (Amaranth components), Verilog export and the unit registry."""

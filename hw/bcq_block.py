@@ -1,46 +1,29 @@
 """The block datapath of the BCQ dot-product unit: codebook decode, codeword products and the
-sum over one beat's blocks. :class:`hw.bcq_dot.BCQDot` instantiates it; ``sim/formal.py``
+sum over one beat's blocks. :class:`bcq.hw.bcq_dot.BCQDot` instantiates it; ``sim/formal.py``
 proves it equal to a separately written specification (``sim/formal_spec.py``) for all inputs."""
 
-import operator
 
-from amaranth import Cat, Module, signed, unsigned
+from amaranth import Cat, Module, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.codebooks import Codebooks
-from sw.config import BCQConfig
-from sw.errors import ConfigError
-from sw.golden import Arithmetic
+from bcq.sw.contract.beats import bcq_beat_layout
+from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.golden import Arithmetic
 
-from .pipeline import enabled_reg, tree_sum
+from .pipeline import enabled_reg, tree_sum, write_port_signature
 
-__all__ = ["BlockDatapath", "CodewordDecode", "BeatProducts", "beat_layout", "codebook_write_signature", "codebook_address",
+__all__ = ["BlockDatapath", "CodewordDecode", "BeatProducts", "codebook_write_signature", "codebook_address",
            "codebook_lookup"]
 
 
-def beat_layout(config: BCQConfig, blocks_per_cycle=1):
-    """One input beat: ``blocks_per_cycle`` consecutive blocks of both operands."""
-    n = config.block_len * blocks_per_cycle
-    fields = {
-        "w_idx": data.ArrayLayout(unsigned(config.index_bits), n),
-        "x_idx": data.ArrayLayout(unsigned(config.index_bits), n),
-    }
-    if config.selector_bits:
-        fields["w_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
-        fields["x_sel"] = data.ArrayLayout(unsigned(config.selector_bits), blocks_per_cycle)
-    fields.update({"w_scale": unsigned(config.scale_bits), "x_scale": unsigned(config.scale_bits),
-                   "last": unsigned(1)})
-    return data.StructLayout(fields)
-
-
 def codebook_write_signature(config: BCQConfig):
-    """Run-time codebook write port: entry ``addr = selector * 16 + index`` gets ``data``."""
-    return wiring.Signature({
-        "en": Out(1),
-        "addr": Out(range(config.n_codebooks * config.n_entries)),
-        "data": Out(signed(config.entry_bits)),
-    })
+    """Run-time codebook write port (a memory write port's signature; a component exposes it as
+    ``Out(...)``, whose members are its inputs): entry ``addr = selector * 16 + index`` gets
+    ``data`` on a clock edge where ``en`` is high."""
+    return write_port_signature(signed(config.entry_bits), config.n_codebooks * config.n_entries)
 
 
 def codebook_address(config: BCQConfig, idx, sel):
@@ -56,8 +39,7 @@ def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
     mem = memory.Memory(shape=signed(config.entry_bits), depth=config.n_codebooks * config.n_entries, init=init)
     m.submodules[name] = mem
     if cbw is not None:
-        wp = mem.write_port()
-        m.d.comb += [wp.en.eq(cbw.en), wp.addr.eq(cbw.addr), wp.data.eq(cbw.data)]
+        wiring.connect(m, wiring.flipped(cbw), mem.write_port())
     rp = mem.read_port()
     m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
     return rp.data
@@ -66,23 +48,31 @@ def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
 class CodewordDecode(wiring.Component):
     """Codebook decode: the codewords of each beat's scalar pairs.
 
-    Members: ``en``, ``beat``, ``cbw``/``x_words`` as in :class:`BlockDatapath`;
-    ``w_words``/``x_out`` (``Out(data.ArrayLayout(signed(entry_bits), lanes))``): the codewords
-    ``cb[sel][idx]`` of the beat taken ``latency`` (= 2) enabled edges earlier (table read,
-    codeword register), with the table as it was on the edge that took the beat.
+    Parameters
+    ----------
+    geometry, codebooks, codebook_rom, external_x
+        As for :class:`BlockDatapath`.
+
+    Members
+    -------
+    en, beat, cbw, x_words
+        As in :class:`BlockDatapath`.
+    w_words, x_out : ``Out(data.ArrayLayout(signed(entry_bits), lanes))``
+        The codewords ``cb[sel][idx]`` of the beat taken ``latency`` (= 2) enabled edges earlier
+        (table read, codeword register), with the table as it was on the edge that took the beat.
     """
 
     latency = 2
 
-    def __init__(self, config: BCQConfig, lanes, *, codebooks=None, codebook_rom=False, external_x=False,
-                 blocks_per_cycle=1):
-        self.config, self.lanes, self.blocks_per_cycle = config, lanes, blocks_per_cycle
+    def __init__(self, geometry: BeatGeometry, *, codebooks=None, codebook_rom=False, external_x=False):
+        config = geometry.config
+        self.config, self.geometry, self.lanes = config, geometry, geometry.scalars_per_beat
         self.codebooks, self.codebook_rom, self.external_x = codebooks, codebook_rom, external_x
-        words = data.ArrayLayout(signed(config.entry_bits), lanes)
-        members = {"en": In(1), "beat": In(beat_layout(config, blocks_per_cycle)),
+        words = data.ArrayLayout(signed(config.entry_bits), self.lanes)
+        members = {"en": In(1), "beat": In(bcq_beat_layout(geometry)),
                    "w_words": Out(words), "x_out": Out(words)}
         if not codebook_rom:
-            members["cbw"] = In(codebook_write_signature(config))
+            members["cbw"] = Out(codebook_write_signature(config))
         if external_x:
             members["x_words"] = In(words)
         super().__init__(members)
@@ -109,9 +99,21 @@ class CodewordDecode(wiring.Component):
 class BeatProducts(wiring.Component):
     """Products of ``lanes`` codeword pairs and their sum.
 
-    Members: ``en`` (advance), ``w_words``/``x_words`` (``In``, codeword arrays), ``beat_sum``
-    (``Out(signed(block_sum_bits(lanes)))``): ``sum_j w_words[j] * x_words[j]`` of the words
-    taken ``latency`` (= 2) enabled edges earlier (product registers, sum register).
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.config.BCQConfig`
+    lanes : int
+        Codeword pairs per beat.
+
+    Members
+    -------
+    en : ``In(1)``
+        Advance the pipeline.
+    w_words, x_words : ``In(data.ArrayLayout(signed(entry_bits), lanes))``
+        Codewords of both operands.
+    beat_sum : ``Out(signed(block_sum_bits(lanes)))``
+        ``sum_j w_words[j] * x_words[j]`` of the words taken ``latency`` (= 2) enabled edges
+        earlier (product registers, sum register).
     """
 
     latency = 2
@@ -137,10 +139,9 @@ class BlockDatapath(wiring.Component):
 
     Parameters
     ----------
-    config : :class:`sw.config.BCQConfig`
-    blocks_per_cycle : int
-        B, blocks of each operand per beat.
-    codebooks : :class:`sw.codebooks.Codebooks` or None
+    geometry : :class:`bcq.sw.contract.geometry.BeatGeometry`
+        The format and B, blocks of each operand per beat.
+    codebooks : :class:`bcq.sw.formats.codebooks.Codebooks` or None
         Initial table contents (zeros if None).
     codebook_rom : bool
         Bake ``codebooks`` in (no ``cbw`` port).
@@ -151,9 +152,9 @@ class BlockDatapath(wiring.Component):
     -------
     en : ``In(1)``
         The pipeline advances on a clock edge where ``en`` is high (it holds otherwise).
-    beat : ``In(beat_layout(config, B))``
+    beat : ``In(bcq_beat_layout(geometry))``
         Operands taken on each enabled edge; only the index and selector fields are read.
-    cbw : ``In(codebook_write_signature(config))`` (absent with ``codebook_rom``)
+    cbw : ``Out(codebook_write_signature(config))`` (absent with ``codebook_rom``)
     x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
         Codewords of the beat taken on the previous enabled edge.
     beat_sum : ``Out(signed(block_sum_bits))``
@@ -167,23 +168,20 @@ class BlockDatapath(wiring.Component):
 
     latency = CodewordDecode.latency + BeatProducts.latency
 
-    def __init__(self, config: BCQConfig, *, blocks_per_cycle=1, codebooks: Codebooks | None = None,
+    def __init__(self, geometry: BeatGeometry, *, codebooks: Codebooks | None = None,
                  codebook_rom=False, external_x=False):
-        b = operator.index(blocks_per_cycle)
-        if b < 1 or config.array_len % (config.block_len * b):
-            raise ConfigError("blocks_per_cycle", b,
-                              f"a divisor of blocks_per_array={config.blocks_per_array}")
-        self.config, self.blocks_per_cycle = config, b
+        config = geometry.config
+        self.config, self.geometry = config, geometry
         self.codebooks, self.codebook_rom, self.external_x = codebooks, bool(codebook_rom), bool(external_x)
-        self.lanes = config.block_len * b
+        self.lanes = geometry.scalars_per_beat
         self.arith = Arithmetic(config)
         members = {
             "en": In(1),
-            "beat": In(beat_layout(config, b)),
+            "beat": In(bcq_beat_layout(geometry)),
             "beat_sum": Out(signed(self.arith.block_sum_bits(self.lanes))),
         }
         if not self.codebook_rom:
-            members["cbw"] = In(codebook_write_signature(config))
+            members["cbw"] = Out(codebook_write_signature(config))
         if self.external_x:
             members["x_words"] = In(data.ArrayLayout(signed(config.entry_bits), self.lanes))
         super().__init__(members)
@@ -191,8 +189,7 @@ class BlockDatapath(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.decode = dec = CodewordDecode(
-            self.config, self.lanes, codebooks=self.codebooks, codebook_rom=self.codebook_rom,
-            external_x=self.external_x, blocks_per_cycle=self.blocks_per_cycle)
+            self.geometry, codebooks=self.codebooks, codebook_rom=self.codebook_rom, external_x=self.external_x)
         m.submodules.products = mul = BeatProducts(self.config, self.lanes)
         m.d.comb += [dec.en.eq(self.en), dec.beat.eq(self.beat), mul.en.eq(self.en),
                      mul.w_words.eq(dec.w_words), mul.x_words.eq(dec.x_out), self.beat_sum.eq(mul.beat_sum)]

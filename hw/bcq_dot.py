@@ -1,27 +1,25 @@
 """W4A4 LO-BCQ dot-product unit.
 
 Computes, for each vector, the exact fixed-point dot product defined in docs/arithmetic.md
-(and by the golden model, ``sw.golden.dot_fixed``), from two LO-BCQ-encoded operand streams.
+(and by the golden model, ``bcq.sw.formats.golden.dot_fixed``), from two LO-BCQ-encoded operand streams.
 """
-
-import operator
 
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.codebooks import Codebooks
-from sw.config import DEFAULT, BCQConfig
-from sw.errors import ConfigError
-from sw.golden import DEFAULT_MAX_LEN, Arithmetic
-from sw.lobcq import BCQTensor
+from bcq.sw.contract.beats import bcq_beat_layout
+from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import DEFAULT, BCQConfig
+from bcq.sw.formats.errors import ConfigError
+from bcq.sw.formats.golden import DEFAULT_MAX_LEN, Arithmetic
 
-from sw.packing import pack
-from .bcq_block import BlockDatapath, beat_layout, codebook_write_signature
+from .bcq_block import BlockDatapath, codebook_write_signature
 from .pipeline import Pipeline
 from .scale import decode_scale
 
-__all__ = ["BCQDot", "vector_beats"]
+__all__ = ["BCQDot"]
 
 
 class BCQDot(wiring.Component):
@@ -29,14 +27,14 @@ class BCQDot(wiring.Component):
 
     Parameters
     ----------
-    config : :class:`sw.config.BCQConfig`
+    config : :class:`bcq.sw.formats.config.BCQConfig`
         The format (the same object the golden model and the image writer read).
     blocks_per_cycle : int
-        B, blocks of each operand consumed per beat: ``B * block_len`` MACs per cycle.
-        ``array_len`` must be a multiple of ``B * block_len``.
+        B, blocks of each operand consumed per beat: ``B * block_len`` MACs per cycle; a divisor
+        of ``blocks_per_array`` (checked by :class:`bcq.sw.contract.geometry.BeatGeometry`).
     max_len : int
         Longest vector (scalars). Sets ``acc_bits`` so that no overflow is possible below it.
-    codebooks : :class:`sw.codebooks.Codebooks` or None
+    codebooks : :class:`bcq.sw.formats.codebooks.Codebooks` or None
         Initial codebook contents (zeros if None).
     codebook_rom : bool
         Bake ``codebooks`` in as a ROM (no ``cbw`` port).
@@ -47,13 +45,13 @@ class BCQDot(wiring.Component):
 
     Members
     -------
-    i : ``In(stream.Signature(beat_layout(config, B)))``
+    i : ``In(stream.Signature(bcq_beat_layout(geometry)))``
         Beats in the order of docs/arithmetic.md section 3. ``last`` ends a vector and must
         fall on the last beat of a block array. Scales are taken from an array's last beat.
     o : ``Out(stream.Signature(signed(acc_bits)))``
         One exact accumulator per vector; value ``o.payload * 2**out_exp * ts_w * ts_x``.
         Back-pressure stalls the whole pipeline: no result is lost or duplicated.
-    cbw : ``In(codebook_write_signature(config))`` (absent with ``codebook_rom``)
+    cbw : ``Out(codebook_write_signature(config))`` (absent with ``codebook_rom``)
         Writes one codebook entry per cycle. Write while no vector is in flight.
     x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
         The codewords of the beat accepted on the previous clock edge, read from memories
@@ -70,28 +68,23 @@ class BCQDot(wiring.Component):
 
     def __init__(self, config: BCQConfig = DEFAULT, *, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN,
                  codebooks: Codebooks | None = None, codebook_rom=False, external_x=False):
-        if not isinstance(config, BCQConfig):
-            raise ConfigError("config", type(config).__name__, "a BCQConfig")
-        b = operator.index(blocks_per_cycle)
-        if b < 1 or config.array_len % (config.block_len * b):
-            raise ConfigError("blocks_per_cycle", b,
-                              f"a divisor of blocks_per_array={config.blocks_per_array}")
+        self.geometry = BeatGeometry(config, blocks_per_cycle)
         if codebooks is not None and codebooks.config != config:
             raise ConfigError("codebooks", codebooks.config.describe(), f"codebooks for {config.describe()}")
         if codebook_rom and codebooks is None:
             raise ConfigError("codebook_rom", True, "only with codebooks given")
         self.config = config
-        self.blocks_per_cycle = b
+        self.blocks_per_cycle = self.geometry.blocks_per_cycle
         self.arith = Arithmetic(config, max_len)
         self.codebooks = codebooks
         self.codebook_rom = bool(codebook_rom)
         self.external_x = bool(external_x)
         members = {
-            "i": In(stream.Signature(beat_layout(config, b))),
+            "i": In(stream.Signature(bcq_beat_layout(self.geometry))),
             "o": Out(stream.Signature(signed(self.arith.acc_bits))),
         }
         if not self.codebook_rom:
-            members["cbw"] = In(codebook_write_signature(config))
+            members["cbw"] = Out(codebook_write_signature(config))
         if self.external_x:
             members["x_words"] = In(data.ArrayLayout(signed(config.entry_bits), self.macs_per_cycle))
         super().__init__(members)
@@ -99,11 +92,11 @@ class BCQDot(wiring.Component):
     # Figures that tests, docs and benches read --------------------------------------------
     @property
     def macs_per_cycle(self):
-        return self.config.block_len * self.blocks_per_cycle
+        return self.geometry.scalars_per_beat
 
     @property
     def beats_per_array(self):
-        return self.config.array_len // self.macs_per_cycle
+        return self.geometry.beats_per_array
 
     @property
     def acc_bits(self):
@@ -132,7 +125,7 @@ class BCQDot(wiring.Component):
 
         # Stages 1-4: decode, codeword register, products, beat sum (the formally proven part).
         m.submodules.datapath = dp = BlockDatapath(
-            cfg, blocks_per_cycle=self.blocks_per_cycle, codebooks=self.codebooks,
+            self.geometry, codebooks=self.codebooks,
             codebook_rom=self.codebook_rom, external_x=self.external_x)
         m.d.comb += [dp.en.eq(en), dp.beat.eq(p)]
         if not self.codebook_rom:
@@ -175,29 +168,3 @@ class BCQDot(wiring.Component):
         m.d.comb += term.eq(s5_pm << s5_shift)
         pipe.accumulate(term, s5_valid, s5_last, ar.acc_bits)
         return m
-
-
-def vector_beats(w: BCQTensor, x: BCQTensor, blocks_per_cycle=1):
-    """The packed input beats (ints) that present the 1-D operands ``w`` and ``x`` to a
-    :class:`BCQDot` with this ``blocks_per_cycle``, in the order of docs/arithmetic.md."""
-    cfg = w.config
-    layout = beat_layout(cfg, blocks_per_cycle)
-    lanes = cfg.block_len * blocks_per_cycle
-    n = w.shape[-1]
-    if w.shape != (n,) or x.shape != (n,):
-        raise ValueError(f"vector_beats takes two 1-D operands of equal length, got {w.shape} and {x.shape}")
-    wi, xi = w.indices.tolist(), x.indices.tolist()
-    ws, xs = w.selectors.tolist(), x.selectors.tolist()
-    wsc, xsc = w.scales.tolist(), x.scales.tolist()
-    n_beats = n // lanes
-    beats = []
-    for k in range(n_beats):
-        lo, blk = k * lanes, k * blocks_per_cycle
-        a = lo // cfg.array_len
-        fields = {"w_idx": wi[lo:lo + lanes], "x_idx": xi[lo:lo + lanes],
-                  "w_scale": wsc[a], "x_scale": xsc[a], "last": int(k == n_beats - 1)}
-        if cfg.selector_bits:
-            fields["w_sel"] = ws[blk:blk + blocks_per_cycle]
-            fields["x_sel"] = xs[blk:blk + blocks_per_cycle]
-        beats.append(pack(layout, fields))
-    return beats

@@ -6,8 +6,10 @@ from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, R
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.config import DEFAULT
-from sw.image_layout import EngineLayout
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.config import DEFAULT
+from bcq.sw.formats.errors import BCQError
+from bcq.sw.host.image import read_image
 
 from .host_link import Accelerator
 from .uart import UARTRx, UARTTx
@@ -24,7 +26,27 @@ BOARDS = {
 
 
 class UARTAccelerator(wiring.Component):
-    """UART (8N1, ``divisor`` clocks per bit) -> protocol engine -> matrix-vector engine."""
+    """UART (8N1) -> protocol engine -> matrix-vector engine: the board's logic with plain pins,
+    so that a simulation drives exactly what the board runs.
+
+    Parameters
+    ----------
+    layout, max_rows, max_cols, codebooks, image, build_id
+        Those of :class:`bcq.hw.host_link.Accelerator`.
+    divisor : int
+        Clock cycles per UART bit (clock / baud rate).
+    timeout_cycles : int or None
+        Silence that drops a half-received frame; default 64 byte times.
+
+    Members
+    -------
+    rx : ``In(1, init=1)``
+        UART receive pin (idle high).
+    tx : ``Out(1, init=1)``
+        UART transmit pin.
+    busy : ``Out(1)``
+        High while a request is being carried out or answered.
+    """
 
     def __init__(self, layout: EngineLayout, *, divisor, max_rows, max_cols, build_id=0, timeout_cycles=None,
                  codebooks=None, image=None):
@@ -43,12 +65,24 @@ class UARTAccelerator(wiring.Component):
 
 
 class BoardTop(Elaboratable):
-    """``image``/``layer``: bake a weight image's layer and codebooks into the block RAMs (they
-    can still be rewritten over the link); without them the memories start empty."""
+    """A board's top level: clock (a PLL to the engine clock on the ULX3S), I/O buffers on the
+    UART pins and a LED, and :class:`UARTAccelerator`.
+
+    Parameters
+    ----------
+    board : str
+        A key of :data:`BOARDS` (``ulx3s-85f``, ``icebreaker``), which fixes the engine's size
+        and clock.
+    baudrate : int
+        UART bit rate.
+    build_id : int
+        32-bit identity reported by STATUS.
+    image, layer : path, str or None
+        Bake this weight image's layer (default: its first) and its codebooks into the block
+        RAMs (they can still be rewritten over the link); without them the memories start empty.
+    """
 
     def __init__(self, board, *, baudrate=115200, build_id=0, image=None, layer=None):
-        from sw.errors import BCQError
-        from sw.image import read_image
         self.board, self.params = board, BOARDS[board]
         self.baudrate, self.build_id = baudrate, build_id
         self.layout = EngineLayout(DEFAULT, self.params["lanes"], 1)

@@ -1,34 +1,21 @@
 """Precision-reconfigurable block-wise MAC (Ax-BxP), run-time mode per beat.
 
-What each mode computes is defined in ``sw.axbxp`` (the golden model); this file builds it from
+What each mode computes is defined in ``bcq.sw.formats.axbxp`` (the golden model); this file builds it from
 the same ``BxPConfig``: an array of K^2 block multipliers of k x k bits whose inputs, shifts and
 signs are routed per mode, an adder tree, and an accumulator.
 """
 
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.axbxp import DEFAULT_BXP, BxPConfig
-from sw.errors import ConfigError
+from bcq.sw.contract.beats import bxp_beat_layout
+from bcq.sw.formats.axbxp import DEFAULT_BXP, BxPConfig
+from bcq.sw.formats.errors import ConfigError
 
 from .pipeline import Pipeline, tree_sum
-from sw.packing import pack
 
-__all__ = ["BxPMac", "bxp_beat_layout", "mac_beats"]
-
-
-def bxp_beat_layout(cfg: BxPConfig):
-    """One beat: up to ``max_lanes`` operand pairs (N-bit two's complement or unsigned fields;
-    a mode with p < N reads p-bit values sign- or zero-extended to N bits), the mode index,
-    the signedness and ``last``. Lanes past the mode's products per cycle are ignored."""
-    return data.StructLayout({
-        "x": data.ArrayLayout(unsigned(cfg.n_bits), cfg.max_lanes),
-        "w": data.ArrayLayout(unsigned(cfg.n_bits), cfg.max_lanes),
-        "mode": unsigned(max(1, (len(cfg.modes) - 1).bit_length())),
-        "signed": unsigned(1),
-        "last": unsigned(1),
-    })
+__all__ = ["BxPMac"]
 
 
 def block_multiply(a, b):
@@ -58,7 +45,7 @@ class BxPMac(wiring.Component):
 
     Parameters
     ----------
-    config : :class:`sw.axbxp.BxPConfig`
+    config : :class:`bcq.sw.formats.axbxp.BxPConfig`
         N, k and the modes (the golden model reads the same object).
     max_len : int
         Most beats in one vector; sets ``acc_bits`` so that no overflow is possible below it.
@@ -195,16 +182,3 @@ class BxPMac(wiring.Component):
         # Stage 5: accumulate over the vector, emit on `last`.
         pipe.accumulate(s4_sum, s4_valid, s4_last, self.acc_bits)
         return m
-
-
-def mac_beats(cfg: BxPConfig, beats):
-    """Pack beats given as (x_lanes, w_lanes, mode_name, signed, last) into payload ints.
-    Lanes beyond the list are zero; values are written as N-bit two's complement."""
-    layout = bxp_beat_layout(cfg)
-    mask = (1 << cfg.n_bits) - 1
-    out = []
-    for xs, ws, mode, sgn, last in beats:
-        pad = [0] * (cfg.max_lanes - len(xs))
-        out.append(pack(layout, {"x": [v & mask for v in xs] + pad, "w": [v & mask for v in ws] + pad,
-                                 "mode": cfg.mode_index(mode), "signed": int(sgn), "last": int(last)}))
-    return out

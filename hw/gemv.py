@@ -1,7 +1,7 @@
 """BCQ matrix-vector engine: R lanes of the BCQ dot-product unit over a weight memory.
 
 y = W x for a LO-BCQ-encoded matrix W (in the engine's memories, laid out as
-``sw.image_layout.EngineLayout`` defines) and a LO-BCQ-encoded activation vector x.
+``bcq.sw.contract.image_layout.EngineLayout`` defines) and a LO-BCQ-encoded activation vector x.
 """
 
 from amaranth import Module, Signal, signed, unsigned
@@ -9,29 +9,18 @@ from amaranth.hdl import Shape
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.codebooks import Codebooks
-from sw.errors import ConfigError
-from sw.golden import Arithmetic
-from sw.image import LayerImage
-from sw.image_layout import EngineLayout
+from bcq.sw.contract.beats import activation_layout
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.errors import ConfigError
+from bcq.sw.formats.golden import Arithmetic
+from bcq.sw.host.image import LayerImage
 
 from .bcq_block import codebook_address, codebook_lookup, codebook_write_signature
 from .bcq_dot import BCQDot
+from .pipeline import write_port_signature
 
-__all__ = ["GEMV", "activation_layout", "memory_write_signature", "activation_beats"]
-
-
-def activation_layout(layout: EngineLayout):
-    cfg = layout.config
-    fields = {"idx": data.ArrayLayout(unsigned(cfg.index_bits), layout.scalars_per_beat)}
-    if cfg.selector_bits:
-        fields["sel"] = data.ArrayLayout(unsigned(cfg.selector_bits), layout.blocks_per_cycle)
-    fields.update({"scale": unsigned(cfg.scale_bits), "last": unsigned(1)})
-    return data.StructLayout(fields)
-
-
-def memory_write_signature(width, depth):
-    return wiring.Signature({"en": Out(1), "addr": Out(range(max(2, depth))), "data": Out(width)})
+__all__ = ["GEMV"]
 
 
 class GEMV(wiring.Component):
@@ -39,24 +28,24 @@ class GEMV(wiring.Component):
 
     Parameters
     ----------
-    layout : :class:`sw.image_layout.EngineLayout`
+    layout : :class:`bcq.sw.contract.image_layout.EngineLayout`
         Format config, lanes R (rows in parallel) and blocks per cycle B.
     max_rows, max_cols : int
         Largest matrix; set the memory depths (cols a multiple of LA).
     codebooks : Codebooks or None
         Initial codebook contents.
-    image : :class:`sw.image.LayerImage` or None
+    image : :class:`bcq.sw.host.image.LayerImage` or None
         Initial weight and scale memory contents (a layer of an image with this layout).
     rom : bool
         Bake codebooks and image in (no write ports).
 
     Members
     -------
-    x : ``In(stream.Signature(activation_layout(layout)))``
+    x : ``In(stream.Signature(activation_layout(layout.geometry)))``
         The activation vector, beat by beat (indices, selectors, the array's scale code),
         ``last`` on its final beat. Its length must equal the matrix's columns.
     o : ``Out(stream.Signature({value: signed(acc_bits), row}))``
-        One exact accumulator per row, rows in order (value as in ``sw.golden``).
+        One exact accumulator per row, rows in order (value as in ``bcq.sw.formats.golden``).
     rows : ``In(range(max_rows + 1))``
         Rows of the matrix in memory; hold steady while ``busy``.
     busy : ``Out(1)``
@@ -82,16 +71,16 @@ class GEMV(wiring.Component):
         self.codebooks, self.image, self.rom = codebooks, image, bool(rom)
         self.arith = Arithmetic(cfg, max_cols)
         members = {
-            "x": In(stream.Signature(activation_layout(layout))),
+            "x": In(stream.Signature(activation_layout(layout.geometry))),
             "o": Out(stream.Signature(data.StructLayout({"value": signed(self.acc_bits),
                                                          "row": unsigned(max(1, (max_rows - 1).bit_length()))}))),
             "rows": In(range(max_rows + 1)),
             "busy": Out(1),
         }
         if not self.rom:
-            members["wmem"] = In(memory_write_signature(layout.weight_width, self.weight_depth))
-            members["smem"] = In(memory_write_signature(layout.scale_width, self.scale_depth))
-            members["cbw"] = In(codebook_write_signature(cfg))
+            members["wmem"] = Out(write_port_signature(unsigned(layout.weight_width), self.weight_depth))
+            members["smem"] = Out(write_port_signature(unsigned(layout.scale_width), self.scale_depth))
+            members["cbw"] = Out(codebook_write_signature(cfg))
         super().__init__(members)
 
     @property
@@ -121,7 +110,7 @@ class GEMV(wiring.Component):
         bpa = lay.beats_per_array
 
         # Memories: activation buffer, weights, scales.
-        xl = activation_layout(lay)
+        xl = activation_layout(lay.geometry)
         m.submodules.xbuf = xbuf = memory.Memory(shape=unsigned(Shape.cast(xl).width), depth=self.xbuf_depth, init=[])
         m.submodules.wmem = wmem = memory.Memory(shape=unsigned(lay.weight_width), depth=self.weight_depth,
                                                  init=self.image.weight_words if self.image is not None else [])
@@ -129,8 +118,7 @@ class GEMV(wiring.Component):
                                                  init=self.image.scale_words if self.image is not None else [])
         if not self.rom:
             for mem, port in ((wmem, self.wmem), (smem, self.smem)):
-                wp = mem.write_port()
-                m.d.comb += [wp.en.eq(port.en), wp.addr.eq(port.addr), wp.data.eq(port.data)]
+                wiring.connect(m, wiring.flipped(port), mem.write_port())
         xw = xbuf.write_port()
         xr, wr, sr = xbuf.read_port(), wmem.read_port(), smem.read_port()
 
@@ -140,9 +128,9 @@ class GEMV(wiring.Component):
             u = BCQDot(cfg, blocks_per_cycle=B, max_len=self.max_cols, codebooks=self.codebooks,
                        codebook_rom=self.rom, external_x=True)
             m.submodules[f"lane{r}"] = u
-            if not self.rom:
-                m.d.comb += [u.cbw.en.eq(self.cbw.en), u.cbw.addr.eq(self.cbw.addr), u.cbw.data.eq(self.cbw.data)]
             lanes.append(u)
+        if not self.rom:
+            wiring.connect(m, wiring.flipped(self.cbw), *(u.cbw for u in lanes))
         lanes_ready = lanes[0].i.ready  # all lanes see the same beats and stalls: lockstep
 
         # Load: activation beats into the buffer; count beats and arrays.
@@ -244,20 +232,3 @@ class GEMV(wiring.Component):
                     m.d.comb += done.eq(1)
                     m.d.sync += out_base.eq(0)
         return m
-
-
-def activation_beats(x, layout: EngineLayout):
-    """Packed activation beats (ints) of a 1-D encoded vector ``x`` (a ``BCQTensor``)."""
-    from sw.packing import pack
-    cfg = layout.config
-    S, B = layout.scalars_per_beat, layout.blocks_per_cycle
-    n = x.shape[-1]
-    idx, sel, sc = x.indices.tolist(), x.selectors.tolist(), x.scales.tolist()
-    xl = activation_layout(layout)
-    beats = []
-    for k in range(n // S):
-        f = {"idx": idx[k * S:(k + 1) * S], "scale": sc[k * S // cfg.array_len], "last": int(k == n // S - 1)}
-        if cfg.selector_bits:
-            f["sel"] = sel[k * B:(k + 1) * B]
-        beats.append(pack(xl, f))
-    return beats

@@ -6,7 +6,7 @@ from amaranth import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.errors import ConfigError
+from bcq.sw.formats.errors import ConfigError
 
 from .pipeline import Pipeline, tree_sum
 
@@ -16,8 +16,23 @@ __all__ = ["IntMac"]
 class IntMac(wiring.Component):
     """``lanes`` signed ``n_bits`` x ``n_bits`` products per cycle, summed and accumulated per vector.
 
-    Members: ``i`` (stream of ``{x: [lanes] signed, w: [lanes] signed, last}``) and ``o``
-    (one signed ``acc_bits`` sum per vector). Latency ``latency`` (= 4) cycles; one beat per cycle.
+    Parameters
+    ----------
+    n_bits : int
+        Operand width.
+    lanes : int
+        Products per cycle.
+    max_len : int
+        Most beats per vector; sets ``acc_bits``.
+
+    Members
+    -------
+    i : ``In(stream.Signature({x: [lanes] signed, w: [lanes] signed, last}))``
+        Operand beats; ``last`` ends a vector.
+    o : ``Out(stream.Signature(signed(acc_bits)))``
+        One sum per vector.
+
+    Latency ``latency`` (= 4) cycles; one beat per cycle.
     """
 
     latency = 4

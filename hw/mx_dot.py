@@ -5,31 +5,41 @@ interface style, same pipeline helpers, exact fixed-point result like the BCQ un
 import operator
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.errors import ConfigError
-from sw.golden import DEFAULT_MAX_LEN
-from sw.mxfp4 import DOUBLED, MXConfig
+from bcq.sw.contract.beats import mx_beat_layout
+from bcq.sw.formats.errors import ConfigError
+from bcq.sw.formats.golden import DEFAULT_MAX_LEN
+from bcq.sw.formats.mxfp4 import DOUBLED, MXConfig
 
 from .pipeline import Pipeline, tree_sum
 
-__all__ = ["MXFP4Dot", "mx_beat_layout", "mx_vector_beats"]
-
-
-def mx_beat_layout(lanes):
-    return data.StructLayout({"w": data.ArrayLayout(unsigned(4), lanes), "x": data.ArrayLayout(unsigned(4), lanes),
-                              "w_scale": unsigned(8), "x_scale": unsigned(8), "last": unsigned(1)})
+__all__ = ["MXFP4Dot"]
 
 
 class MXFP4Dot(wiring.Component):
     """``lanes`` MXFP4 element pairs per cycle: E2M1 decode, products, block sum, shift by the
-    two shared exponents, per-vector accumulation; bit-exact to ``sw.mxfp4.dot_fixed``.
+    two shared exponents, per-vector accumulation; bit-exact to ``bcq.sw.formats.mxfp4.dot_fixed``.
 
-    Members: ``i`` (stream of :func:`mx_beat_layout`; a block of ``config.block`` elements spans
-    ``block / lanes`` beats, its scales are taken from its last beat; ``last`` ends a vector on
-    a block boundary) and ``o`` (one signed ``acc_bits`` accumulator per vector, value
-    ``o * 2**(2 * exp_min - 2)``). Latency ``latency`` (= 5); one beat per cycle.
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.mxfp4.MXConfig`
+        Block size and the hardware's exponent window.
+    lanes : int
+        Element pairs per beat; a divisor of the block size.
+    max_len : int
+        Longest vector; sets ``acc_bits``.
+
+    Members
+    -------
+    i : ``In(stream.Signature(mx_beat_layout(lanes)))``
+        A block of ``config.block`` elements spans ``block / lanes`` beats; its scales are taken
+        from its last beat; ``last`` ends a vector on a block boundary.
+    o : ``Out(stream.Signature(signed(acc_bits)))``
+        One accumulator per vector, value ``o * 2**(2 * exp_min - 2)``.
+
+    Latency ``latency`` (= 5); one beat per cycle.
     """
 
     latency = 5
@@ -102,15 +112,3 @@ class MXFP4Dot(wiring.Component):
         # Stage 5: accumulate and emit on `last`.
         pipe.accumulate(term, v4, l4, self.acc_bits)
         return m
-
-
-def mx_vector_beats(w, x, lanes=8):
-    """Packed beats (ints) presenting 1-D ``sw.mxfp4.MXTensor`` operands to an ``MXFP4Dot``."""
-    from sw.packing import pack
-    cfg = w.config
-    layout = mx_beat_layout(lanes)
-    wc, xc, ws, xs = w.codes.tolist(), x.codes.tolist(), w.scales.tolist(), x.scales.tolist()
-    n = len(wc) // lanes
-    return [pack(layout, {"w": wc[k * lanes:(k + 1) * lanes], "x": xc[k * lanes:(k + 1) * lanes],
-                          "w_scale": ws[k * lanes // cfg.block], "x_scale": xs[k * lanes // cfg.block],
-                          "last": int(k == n - 1)}) for k in range(n)]

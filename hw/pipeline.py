@@ -1,9 +1,17 @@
 """Pieces every streaming unit here shares: a stall-all pipeline enable, enabled pipeline
-registers, a balanced adder tree, and the per-vector accumulator that emits on ``last``."""
+registers, a balanced adder tree, the per-vector accumulator that emits on ``last``, and the
+signature of a memory write port."""
 
 from amaranth import Mux, Signal, signed
+from amaranth.lib import memory
 
-__all__ = ["Pipeline", "tree_sum", "enabled_reg"]
+__all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature"]
+
+
+def write_port_signature(shape, depth):
+    """The write port of a ``depth``-word memory of ``shape`` words, as a component exposes it
+    (``Out(write_port_signature(...))``: ``en``, ``addr`` and ``data`` are its inputs)."""
+    return memory.WritePort.Signature(addr_width=max(1, (depth - 1).bit_length()), shape=shape)
 
 
 def enabled_reg(m, en, name, shape, value):

@@ -1,11 +1,11 @@
 """Gateware decode of an 8-bit scale code into ``mant`` and ``exp - exp_min`` (see docs/arithmetic.md).
 
-The golden model decodes the same codes in ``sw.numerics.scale_decode``; tests compare the two.
+The golden model decodes the same codes in ``bcq.sw.formats.numerics.scale_decode``; tests compare the two.
 """
 
 from amaranth import Mux, Signal, unsigned
 
-from sw.config import ScaleFormat
+from bcq.sw.formats.config import ScaleFormat
 
 __all__ = ["decode_scale", "mant_shape", "exp_offset_shape"]
 

@@ -4,7 +4,7 @@ from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.errors import ConfigError
+from bcq.sw.formats.errors import ConfigError
 
 __all__ = ["UARTRx", "UARTTx"]
 
@@ -16,11 +16,23 @@ def _check_divisor(divisor):
 
 
 class UARTRx(wiring.Component):
-    """Receives 8N1 frames on ``rx`` (``divisor`` clocks per bit, sampled mid-bit) into ``o``.
+    """Receives 8N1 frames on ``rx`` (sampled mid-bit) into ``o``.
 
-    A byte not taken before the next one completes is overwritten (``overrun`` pulses); a
-    missing stop bit drops the byte (``frame_error`` pulses). The byte appears in the middle of
-    its stop bit.
+    Parameters
+    ----------
+    divisor : int
+        Clock cycles per bit (>= 4).
+
+    Members
+    -------
+    rx : ``In(1, init=1)``
+        The line (idle high); synchronized by two flip-flops.
+    o : ``Out(stream.Signature(8))``
+        Received bytes; a byte appears in the middle of its stop bit.
+    overrun : ``Out(1)``
+        Pulses when a byte not yet taken is overwritten by the next one.
+    frame_error : ``Out(1)``
+        Pulses when a stop bit is missing (the byte is dropped).
     """
 
     def __init__(self, divisor):
@@ -65,7 +77,20 @@ class UARTRx(wiring.Component):
 
 
 class UARTTx(wiring.Component):
-    """Sends each byte of ``i`` as an 8N1 frame on ``tx`` (``divisor`` clocks per bit)."""
+    """Sends each byte of ``i`` as an 8N1 frame on ``tx``.
+
+    Parameters
+    ----------
+    divisor : int
+        Clock cycles per bit (>= 4).
+
+    Members
+    -------
+    i : ``In(stream.Signature(8))``
+        Bytes to send; taken when the previous frame has ended.
+    tx : ``Out(1, init=1)``
+        The line: start bit, 8 data bits LSB first, stop bit, ``divisor`` cycles each.
+    """
 
     def __init__(self, divisor):
         self.divisor = _check_divisor(divisor)

@@ -1,0 +1,1 @@
+"""Layer (e): simulation (Verilator/cocotb, Amaranth), formal and synthesis runners, testbenches."""

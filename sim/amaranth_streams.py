@@ -3,6 +3,7 @@
 back-pressure. No arithmetic here."""
 
 from amaranth import Value
+from amaranth.sim import Simulator
 
 __all__ = ["put_beats", "get_payloads", "run_streams"]
 
@@ -36,7 +37,6 @@ def run_streams(dut, beats, n_results, rng, stall_in, stall_out, setup=None):
     """Simulate ``dut`` (a unit with stream ``i`` and ``o``): ``setup(ctx)`` first if given
     (e.g. codebook writes), then every packed beat in, ``n_results`` payloads out, each side
     with its own random stalls. Returns the payloads."""
-    from amaranth.sim import Simulator
     got = []
     sim = Simulator(dut)
     sim.add_clock(1e-8)

@@ -8,6 +8,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bcq.hw.gemv import GEMV
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.errors import BCQError
+from bcq.sw.formats.golden import to_value
+from bcq.sw.formats.lobcq import encode
+from bcq.sw.host.image import read_image, write_image
+
+from .runner import build, run_cocotb
+
 
 def simulate_layer(workdir, name, weight, *, lanes=4, vectors=4, seed=0, stall=0.0, baked=False,
                    waves=False, max_rows=384, max_cols=384):
@@ -15,14 +25,6 @@ def simulate_layer(workdir, name, weight, *, lanes=4, vectors=4, seed=0, stall=0
 
     ``baked``: the image initializes the memories at elaboration (a design per layer, no write
     ports); otherwise one design up to ``max_rows`` x ``max_cols`` is loaded through its ports."""
-    from hw.gemv import GEMV
-    from sw.codebooks import default_codebooks
-    from sw.errors import BCQError
-    from sw.golden import to_value
-    from sw.image import read_image, write_image
-    from sw.image_layout import EngineLayout
-    from sw.lobcq import encode
-    from .runner import build, run_cocotb
 
     work = Path(workdir).resolve()
     cb = default_codebooks()
@@ -41,7 +43,7 @@ def simulate_layer(workdir, name, weight, *, lanes=4, vectors=4, seed=0, stall=0
               "load": "baked" if baked else "ports", "seed": seed, "stall": stall,
               "out": str(work / "results.json"), "acc_bits": dut.acc_bits}
     try:
-        log = run_cocotb(build_dir, "gemv", "sim.tb_gemv", test_dir=work / "sim",
+        log = run_cocotb(build_dir, "gemv", "bcq.sim.tb_gemv", test_dir=work / "sim",
                          env={"GEMV_TB": json.dumps(params)}, waves=waves)
     except AssertionError as e:
         raise BCQError(f"the engine did not match the golden model; see {work / 'sim' / 'sim.log'}: {str(e)[:300]}") from None

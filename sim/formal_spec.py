@@ -11,12 +11,13 @@ from amaranth.asserts import AnyConst, AnySeq  # amaranth 0.5 keeps these here (
 from amaranth.hdl import Assert, Assume
 import torch
 
-from hw.bcq_block import BeatProducts, CodewordDecode
-from hw.bcq_dot import BCQDot
-from sw.codebooks import Codebooks
-from sw.config import BCQConfig
-from sw.golden import dot_fixed
-from sw.lobcq import BCQTensor
+from bcq.hw.bcq_block import BeatProducts, CodewordDecode
+from bcq.hw.bcq_dot import BCQDot
+from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.golden import dot_fixed
+from bcq.sw.formats.lobcq import BCQTensor
 
 __all__ = ["TableEntrySpec", "spec_address", "spec_sum", "decode_harness", "decode_depth", "products_harness", "products_depth",
            "stream_harness", "stream_depth"]
@@ -100,8 +101,7 @@ def decode_harness(config: BCQConfig, lane, blocks_per_cycle=1):
     covers a stall (registers hold while ``en`` is low, so a longer stall is no different from
     a one-cycle stall with the same writes). Depth 2 * latency + 2."""
     m, clk = _harness()
-    lanes = config.block_len * blocks_per_cycle
-    m.submodules.dut = dut = CodewordDecode(config, lanes, blocks_per_cycle=blocks_per_cycle)
+    m.submodules.dut = dut = CodewordDecode(BeatGeometry(config, blocks_per_cycle))
     entries = config.n_codebooks * config.n_entries
     address = Signal(range(entries), name="tracked_address")
     m.d.comb += [address.eq(AnyConst(address.shape().width)), Assume(address < entries)]

@@ -12,11 +12,15 @@ import fcntl
 import hashlib
 import os
 from pathlib import Path
+import re
 import shutil
 import subprocess
 import sys
+import warnings
 
-__all__ = ["verilator_env", "verilog_text", "build", "run_cocotb", "lint", "WAIVERS", "ROOT"]
+from bcq.hw.export import verilog_text
+
+__all__ = ["verilator_env", "build", "run_cocotb", "lint", "WAIVERS", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
@@ -40,17 +44,11 @@ def verilator_env():
     return binary
 
 
-def verilog_text(elaboratable, name):
-    from amaranth.back import verilog
-    return verilog.convert(elaboratable, name=name, emit_src=False)
-
-
 def _trace_args():
     """FST when the wheel's FST writer can be compiled (it needs lz4.h, from Debian's
     liblz4-dev), else VCD; the test directory then holds dump.fst or dump.vcd."""
     if Path("/usr/include/lz4.h").exists():
         return ["--trace-fst", "--trace-structs"]
-    import warnings
     warnings.warn("WAVES=1: FST needs lz4.h (apt-get install liblz4-dev); writing VCD (dump.vcd) instead")
     return ["--trace-structs"]
 
@@ -133,9 +131,9 @@ def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=Non
     test_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
     runner.build_dir = Path(build_dir)
-    extra = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "sim")] +
-                                           os.environ.get("PYTHONPATH", "").split(os.pathsep))}
-    extra.update(env or {})
+    # The testbench module is imported by its full name (``bcq.sim.tb_...``) from the installed
+    # package, like every other module.
+    extra = dict(env or {})
     log = test_dir / "sim.log"
     try:
         results = runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
@@ -153,7 +151,6 @@ def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=Non
 
 def lint(verilog_path):
     """``verilator --lint-only -Wall`` with the documented waivers; returns (ok, output)."""
-    import re
     binary = verilator_env()
     found = re.search(r"^module\s+(\w+)", Path(verilog_path).read_text(), re.M)
     top = found.group(1) if found else Path(verilog_path).stem

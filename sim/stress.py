@@ -12,14 +12,15 @@ from pathlib import Path
 import sys
 import time
 
+from bcq.hw.bcq_dot import BCQDot
+from bcq.hw.bxp_mac import BxPMac
+from bcq.sw.formats.axbxp import DEFAULT_BXP
+from bcq.sw.formats.config import BCQConfig
+
 from .runner import ROOT, build, run_cocotb
 
 
 def _units():
-    from hw.bcq_dot import BCQDot
-    from hw.bxp_mac import BxPMac
-    from sw.axbxp import DEFAULT_BXP
-    from sw.config import BCQConfig
     units = {}
     for name, cfg, bpc in (("bcq-default", BCQConfig(), 1), ("bcq-e8m0", BCQConfig(scale_format="e8m0"), 1),
                            ("bcq-2bpc", BCQConfig(), 2)):
@@ -33,7 +34,7 @@ def _units():
 
 def main(argv=None):
     units = _units()
-    ap = argparse.ArgumentParser(prog="python -m sim.stress", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bcq.sim.stress", description=__doc__.split("\n\n")[0])
     ap.add_argument("--vectors", type=int, default=10 ** 6)
     ap.add_argument("--chunk", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=1)
@@ -53,7 +54,7 @@ def main(argv=None):
         test_dir = ROOT / "sim_build" / "stress" / name
         print(f"{name}: {args.vectors} vectors, stalls 20% in / 30% out ...", flush=True)
         t0 = time.monotonic()
-        log = run_cocotb(build(make(), top), top, "sim.tb_stress", test_dir=test_dir,
+        log = run_cocotb(build(make(), top), top, "bcq.sim.tb_stress", test_dir=test_dir,
                          env={"STRESS": json.dumps(params)})
         stats = json.loads((test_dir / "stats.json").read_text())
         stats["vectors_per_s"] = stats["vectors"] / stats["seconds"]

@@ -1,5 +1,5 @@
-"""cocotb testbench for hw.bcq_dot.BCQDot: random and directed vectors, random stalls on both
-streams, bit-exact against the golden model (sw.golden, via sim.vectors).
+"""cocotb testbench for bcq.hw.bcq_dot.BCQDot: random and directed vectors, random stalls on both
+streams, bit-exact against the golden model (bcq.sw.formats.golden, via bcq.sim.vectors).
 
 Parameters come from the environment (set by tests/test_bcq_dot_cocotb.py):
 BCQ_TB = JSON {config, blocks_per_cycle, max_len, seed, count, stall_in, stall_out, replay}.
@@ -10,13 +10,15 @@ import random
 import time
 
 import cocotb
-import torch
 from cocotb.triggers import FallingEdge
+import torch
 
-from hw.bcq_dot import vector_beats
-from sim.cocotb_util import reset, stream_vectors
-from sim.vectors import make_cases, random_codebooks
-from sw.config import BCQConfig
+from bcq.sw.contract.beats import bcq_vector_beats
+from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.formats.config import BCQConfig
+
+from .cocotb_util import reset, stream_vectors
+from .vectors import make_cases, random_codebooks
 
 
 async def write_codebooks(dut, codebooks):
@@ -34,7 +36,8 @@ async def golden_vectors(dut):
     cfg = BCQConfig.from_dict(p["config"])
     codebooks = random_codebooks(cfg, torch.Generator().manual_seed(p["seed"]))
     cases = make_cases(cfg, codebooks, seed=p["seed"], count=p["count"], max_len=p["max_len"])
-    beats = [vector_beats(c.w, c.x, p["blocks_per_cycle"]) for c in cases]
+    geometry = BeatGeometry(cfg, p["blocks_per_cycle"])
+    beats = [bcq_vector_beats(c.w, c.x, geometry) for c in cases]
     await reset(dut)
     await write_codebooks(dut, codebooks)
     t0 = time.perf_counter()

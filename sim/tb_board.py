@@ -1,5 +1,5 @@
-"""cocotb testbench of the simulated board: the host driver (sw.driver.Accelerator, unchanged)
-talks to hw.board.UARTAccelerator through its UART pins on Verilator; results are checked
+"""cocotb testbench of the simulated board: the host driver (bcq.sw.host.driver.Accelerator, unchanged)
+talks to bcq.hw.board.UARTAccelerator through its UART pins on Verilator; results are checked
 against the golden model.
 
 BOARD_TB = JSON {image, layer, divisor, vectors, seed}.
@@ -8,17 +8,17 @@ import json
 import os
 
 import cocotb
-import torch
 from cocotb.clock import Clock
 from cocotb.queue import Queue
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, FallingEdge, with_timeout
+import torch
 
-from sw.driver import Accelerator
-from sw import protocol as P
-from sw.golden import dot_fixed
-from sw.image import read_image
-from sw.lobcq import encode
+from bcq.sw.contract import protocol as P
+from bcq.sw.formats.golden import dot_fixed
+from bcq.sw.formats.lobcq import encode
+from bcq.sw.host.driver import Accelerator
+from bcq.sw.host.image import read_image
 
 
 class UARTPins:

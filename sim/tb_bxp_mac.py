@@ -1,4 +1,4 @@
-"""cocotb testbench for hw.bxp_mac.BxPMac, bit-exact against the golden model (sw.axbxp).
+"""cocotb testbench for bcq.hw.bxp_mac.BxPMac, bit-exact against the golden model (bcq.sw.formats.axbxp).
 
 BXP_TB = JSON {suite: "exhaustive" | "random", config: {n_bits, block_bits} (default modes),
 seed, count, stall_in, stall_out}.
@@ -14,10 +14,11 @@ import time
 import cocotb
 import torch
 
-from hw.bxp_mac import mac_beats
-from sim.cocotb_util import reset, stream_vectors
-from sim.vectors import bxp_random_vectors
-from sw.axbxp import BxPConfig, product
+from bcq.sw.contract.beats import mac_beats
+from bcq.sw.formats.axbxp import BxPConfig, product
+
+from .cocotb_util import reset, stream_vectors
+from .vectors import bxp_random_vectors
 
 
 def exhaustive_cases(cfg):

@@ -1,4 +1,4 @@
-"""cocotb testbench for hw.gemv.GEMV: activations through the engine, bit-exact against the
+"""cocotb testbench for bcq.hw.gemv.GEMV: activations through the engine, bit-exact against the
 golden model applied to the weight image.
 
 GEMV_TB = JSON {image, layer, activations (a .pt of float vectors [V, cols]), load ("ports":
@@ -11,14 +11,15 @@ import random
 import time
 
 import cocotb
-import torch
 from cocotb.triggers import FallingEdge, ReadOnly
+import torch
 
-from hw.gemv import activation_beats
-from sim.cocotb_util import reset
-from sw.golden import dot_fixed
-from sw.image import read_image
-from sw.lobcq import encode
+from bcq.sw.contract.beats import activation_beats
+from bcq.sw.formats.golden import dot_fixed
+from bcq.sw.formats.lobcq import encode
+from bcq.sw.host.image import read_image
+
+from .cocotb_util import reset
 
 
 async def write_port(dut, prefix, words):
@@ -46,7 +47,7 @@ async def engine_vectors(dut):
         await write_port(dut, "cbw", [v & mask for v in img.codebooks.entries.flatten().tolist()])
         await write_port(dut, "wmem", layer.weight_words)
         await write_port(dut, "smem", layer.scale_words)
-    flat = [b for x in encoded for b in activation_beats(x, img.layout)]
+    flat = [b for x in encoded for b in activation_beats(x, img.layout.geometry)]
     got, pos, cycles = [], 0, 0
     total = rows * len(encoded)
     t0 = time.perf_counter()
@@ -60,7 +61,7 @@ async def engine_vectors(dut):
         await ReadOnly()
         fire_in = in_valid and dut.x__ready.value == 1
         if out_ready and dut.o__valid.value == 1:
-            got.append(dut.o__payload.value.to_unsigned())  # {value: acc_bits, row} (hw.gemv)
+            got.append(dut.o__payload.value.to_unsigned())  # {value: acc_bits, row} (bcq.hw.gemv)
         await FallingEdge(dut.clk)
         pos += fire_in
         cycles += 1

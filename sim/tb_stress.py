@@ -14,13 +14,14 @@ import time
 import cocotb
 import torch
 
-from hw.bcq_dot import vector_beats
-from hw.bxp_mac import mac_beats
-from sim.cocotb_util import reset, stream_vectors
-from sim.tb_bcq_dot import write_codebooks
-from sim.vectors import bxp_random_vectors, make_cases, random_codebooks
-from sw.axbxp import BxPConfig
-from sw.config import BCQConfig
+from bcq.sw.contract.beats import bcq_vector_beats, mac_beats
+from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.formats.axbxp import BxPConfig
+from bcq.sw.formats.config import BCQConfig
+
+from .cocotb_util import reset, stream_vectors
+from .tb_bcq_dot import write_codebooks
+from .vectors import bxp_random_vectors, make_cases, random_codebooks
 
 
 def _chunks(p):
@@ -33,7 +34,8 @@ def _chunks(p):
         if p["unit"] == "bcq":
             cfg = BCQConfig.from_dict(p["config"])
             cases = make_cases(cfg, p["codebooks"], seed=seed, count=n, max_len=p["max_len"], directed=k == 0)
-            yield ([vector_beats(c.w, c.x, p["blocks_per_cycle"]) for c in cases],
+            geometry = BeatGeometry(cfg, p["blocks_per_cycle"])
+            yield ([bcq_vector_beats(c.w, c.x, geometry) for c in cases],
                    [c.expected for c in cases], lambda i, cases=cases: cases[i].describe(), seed)
         else:
             cfg = BxPConfig(**p["config"])

@@ -1,5 +1,5 @@
 """Test vectors for the BCQ dot-product unit: random and directed operand pairs, with expected
-results taken only from the golden model (``sw.golden.dot_fixed``).
+results taken only from the golden model (``bcq.sw.formats.golden.dot_fixed``).
 
 A case list is reproducible from ``(config, seed, count)``; the testbenches print the seed and
 the failing case's index so a failure replays with one command.
@@ -9,11 +9,11 @@ import random
 
 import torch
 
-from sw.codebooks import Codebooks
-from sw.config import BCQConfig
-from sw.axbxp import dot as bxp_dot
-from sw.golden import Arithmetic, dot_fixed
-from sw.lobcq import BCQTensor, encode
+from bcq.sw.formats.axbxp import dot as bxp_dot
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.golden import Arithmetic, dot_fixed
+from bcq.sw.formats.lobcq import BCQTensor, encode
 
 __all__ = ["random_codebooks", "make_cases", "Case", "scale_code_range", "bxp_random_vectors"]
 
@@ -94,7 +94,7 @@ def _directed_cases(cfg, codebooks, rng, seed, max_len, add):
 
 
 def bxp_random_vectors(cfg, rng, count, max_beats=4):
-    """Ax-BxP MAC vectors of random beats, as (beats, expected) with beats in ``hw.bxp_mac.mac_beats``
+    """Ax-BxP MAC vectors of random beats, as (beats, expected) with beats in ``bcq.sw.contract.beats.mac_beats``
     form; mode and signedness change between and within vectors; operands favour the extremes."""
     vectors = []
     for _ in range(count):

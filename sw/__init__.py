@@ -1,0 +1,1 @@
+"""Host-side software, in three layers: ``formats`` (a), ``contract`` (b), ``host`` (c)."""

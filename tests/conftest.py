@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from sim.vectors import random_codebooks  # noqa: F401  (shared with the testbenches)
-from sw.codebooks import default_codebooks
+from bcq.sim.vectors import random_codebooks  # noqa: F401  (shared with the testbenches)
+from bcq.sw.formats.codebooks import default_codebooks
 
 
 def pytest_report_header(config):

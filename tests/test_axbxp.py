@@ -1,11 +1,12 @@
 """The Ax-BxP golden model against independent per-digit references."""
 import random
 
+from helpers import exactly
 import pytest
 import torch
 
-from sw.axbxp import DEFAULT_BXP, BxPConfig, Mode, dot, product
-from sw.errors import BCQError, ConfigError
+from bcq.sw.formats.axbxp import DEFAULT_BXP, BxPConfig, Mode, dot, product
+from bcq.sw.formats.errors import BCQError, ConfigError
 
 ALL8 = torch.arange(-128, 128)
 
@@ -94,23 +95,27 @@ def test_products_per_cycle_scale_with_precision():
     assert ppc["dynamic2"] == 4 and ppc["dynamic1"] == 16 and ppc["static3"] == 5
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"n_bits": 7}, "n_bits"), ({"block_bits": 0}, "block_bits"),
-    ({"modes": (Mode("a", "exact", 8), Mode("a", "exact", 4))}, "distinct"),
-    ({"modes": (Mode("a", "fuzzy", 8),)}, "kind"), ({"modes": (Mode("a", "exact", 3),)}, "precision"),
-    ({"modes": (Mode("a", "static", 8, 17),)}, "keep"), ({"modes": (Mode("a", "dynamic", 8, 5),)}, "keep"),
-    ({"modes": ()}, "at least one")])
-def test_bad_configs(kwargs, match):
-    with pytest.raises(ConfigError, match=match):
+@pytest.mark.parametrize("kwargs,message", [
+    ({"n_bits": 7}, "n_bits=7; allowed: a multiple of block_bits=2, at most 16"),
+    ({"block_bits": 0}, "block_bits=0; allowed: a positive integer"),
+    ({"modes": (Mode("a", "exact", 8), Mode("a", "exact", 4))}, "modes=['a', 'a']; allowed: distinct mode names"),
+    ({"modes": (Mode("a", "fuzzy", 8),)}, "modes[a].kind='fuzzy'; allowed: exact, static, dynamic"),
+    ({"modes": (Mode("a", "exact", 3),)}, "modes[a].precision=3; allowed: a multiple of 2 up to 8"),
+    ({"modes": (Mode("a", "static", 8, 17),)}, "modes[a].keep=17; allowed: 1..16 block products"),
+    ({"modes": (Mode("a", "dynamic", 8, 5),)}, "modes[a].keep=5; allowed: 1..4 blocks per operand"),
+    ({"modes": ()}, "modes=(); allowed: at least one mode")])
+def test_bad_configs(kwargs, message):
+    with pytest.raises(ConfigError, match=exactly(f"invalid config: {message}")):
         BxPConfig(**kwargs)
 
 
 def test_bad_operands():
-    with pytest.raises(BCQError, match=r"allows \[-8, 7\]"):
+    with pytest.raises(BCQError, match=exactly("x: values span [9, 9]; mode exact4 (signed 4-bit) allows [-8, 7]")):
         product(torch.tensor([9]), torch.tensor([1]), DEFAULT_BXP, "exact4", True)
-    with pytest.raises(BCQError, match=r"allows \[0, 255\]"):
+    with pytest.raises(BCQError, match=exactly("x: values span [-1, -1]; mode exact8 (unsigned 8-bit) allows [0, 255]")):
         product(torch.tensor([-1]), torch.tensor([1]), DEFAULT_BXP, "exact8", False)
-    with pytest.raises(BCQError, match="unknown mode 'exact9'"):
+    with pytest.raises(BCQError, match=exactly("unknown mode 'exact9'; allowed: exact8, exact4, exact2, static6, "
+                                               "static3, static1, dynamic3, dynamic2, dynamic1")):
         product(torch.tensor([1]), torch.tensor([1]), DEFAULT_BXP, "exact9")
-    with pytest.raises(BCQError, match="integer tensor"):
+    with pytest.raises(BCQError, match=exactly("x: integer tensor needed, got torch.float32")):
         product(torch.tensor([1.5]), torch.tensor([1]), DEFAULT_BXP)

@@ -2,16 +2,18 @@
 Verilator/cocotb runs in test_bcq_dot_cocotb.py are the thorough ones)."""
 import random
 
-import pytest
-import torch
 from amaranth import Value
 from amaranth.sim import Simulator
+from helpers import exactly
+import pytest
+import torch
 
-from hw.bcq_dot import BCQDot, vector_beats
-from sim.amaranth_streams import run_streams
-from sim.vectors import make_cases, random_codebooks
-from sw.config import BCQConfig
-from sw.errors import ConfigError
+from bcq.hw.bcq_dot import BCQDot
+from bcq.sim.amaranth_streams import run_streams
+from bcq.sim.vectors import make_cases, random_codebooks
+from bcq.sw.contract.beats import bcq_vector_beats
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import ConfigError
 
 CONFIGS = [(BCQConfig(), 1), (BCQConfig(block_len=4, n_codebooks=4), 1), (BCQConfig(n_codebooks=1), 1),
            (BCQConfig(scale_format="e8m0"), 1), (BCQConfig(), 2)]
@@ -26,7 +28,7 @@ def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
                 ctx.set(dut.cbw.data, value)
                 await ctx.tick()
             ctx.set(dut.cbw.en, 0)
-    beats = [b for case in cases for b in vector_beats(case.w, case.x, dut.blocks_per_cycle)]
+    beats = [b for case in cases for b in bcq_vector_beats(case.w, case.x, dut.geometry)]
     return run_streams(dut, beats, len(cases), random.Random(seed), stall_in, stall_out, setup=write_codebooks)
 
 
@@ -56,7 +58,7 @@ def test_rom_variant_and_latency(default_cb, seed):
     async def tb(ctx):
         ctx.set(dut.o.ready, 1)
         cycle = 0
-        for beat in vector_beats(case.w, case.x):
+        for beat in bcq_vector_beats(case.w, case.x, dut.geometry):
             ctx.set(dut.i.valid, 1)
             ctx.set(Value.cast(dut.i.payload), beat)
             await ctx.tick()
@@ -76,9 +78,12 @@ def test_rom_variant_and_latency(default_cb, seed):
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_bad_hardware_parameters():
-    with pytest.raises(ConfigError, match="blocks_per_cycle"):
+    with pytest.raises(ConfigError, match=exactly(
+            "invalid config: blocks_per_cycle=3; allowed: a divisor of blocks_per_array=8")):
         BCQDot(BCQConfig(), blocks_per_cycle=3)
-    with pytest.raises(ConfigError, match="max_len"):
+    with pytest.raises(ConfigError, match=exactly(
+            "invalid config: max_len=100; allowed: a positive multiple of array_len=64")):
         BCQDot(BCQConfig(), max_len=100)
-    with pytest.raises(ConfigError, match="codebook_rom"):
+    with pytest.raises(ConfigError, match=exactly(
+            "invalid config: codebook_rom=True; allowed: only with codebooks given")):
         BCQDot(BCQConfig(), codebook_rom=True)

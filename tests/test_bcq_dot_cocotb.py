@@ -5,10 +5,12 @@ import os
 import pytest
 import torch
 
-from hw.bcq_dot import BCQDot, vector_beats
-from sim.runner import build, run_cocotb
-from sim.vectors import make_cases, random_codebooks
-from sw.config import BCQConfig
+from bcq.hw.bcq_dot import BCQDot
+from bcq.sim.runner import build, icarus_available, run_cocotb
+from bcq.sim.vectors import make_cases, random_codebooks
+from bcq.sw.contract.beats import bcq_vector_beats
+from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.formats.config import BCQConfig
 
 pytestmark = [pytest.mark.verilator]
 
@@ -33,7 +35,7 @@ def test_random_and_directed_vectors(name, cfg, bpc, seed, tmp_path, request):
     params = {"config": cfg.to_dict(), "blocks_per_cycle": bpc, "max_len": max_len, "seed": seed,
               "count": VECTORS, "stall_in": 0.2, "stall_out": 0.3,
               "replay": f"SEED={seed} pytest '{request.node.nodeid}'"}
-    log = run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot", test_dir=tmp_path,
+    log = run_cocotb(build_dir, "bcq_dot", "bcq.sim.tb_bcq_dot", test_dir=tmp_path,
                      env={"BCQ_TB": json.dumps(params)})
     stats = json.loads((tmp_path / "throughput.json").read_text())
     print(f"{name}: {stats['vectors']} vectors, {stats['cycles']} cycles, "
@@ -45,7 +47,7 @@ def write_vector_file(path, codebooks, cases, corrupt=None):
     """The file the independent testbench reads: codebook entries, packed beats and expected
     results (golden), with the expectation of case ``corrupt`` off by one."""
     spec = {"codebook": codebooks.entries.flatten().tolist(),
-            "vectors": [{"beats": [f"{b:x}" for b in vector_beats(c.w, c.x)], "expected": c.expected + (k == corrupt)}
+            "vectors": [{"beats": [f"{b:x}" for b in bcq_vector_beats(c.w, c.x, BeatGeometry(c.w.config))], "expected": c.expected + (k == corrupt)}
                         for k, c in enumerate(cases)]}
     path.write_text(json.dumps(spec))
     return path
@@ -59,7 +61,7 @@ def test_replay_from_vector_file(seed, tmp_path):
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
     vec_file = write_vector_file(tmp_path / "vectors.json", cb, make_cases(cfg, cb, seed=seed, count=500, max_len=max_len))
     build_dir = build(BCQDot(cfg, max_len=max_len), "bcq_dot")
-    run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
+    run_cocotb(build_dir, "bcq_dot", "bcq.sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
                env={"BCQ_VECTORS": str(vec_file)})
 
 
@@ -72,7 +74,7 @@ def test_a_wrong_expectation_fails(seed, tmp_path):
                       corrupt=3)
     build_dir = build(BCQDot(cfg, max_len=MAX_ARRAYS * cfg.array_len), "bcq_dot")
     with pytest.raises(AssertionError, match="cocotb"):
-        run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
+        run_cocotb(build_dir, "bcq_dot", "bcq.sim.tb_bcq_dot_files", test_dir=tmp_path / "run",
                    env={"BCQ_VECTORS": str(tmp_path / "v.json")})
 
 
@@ -80,7 +82,6 @@ def test_a_wrong_expectation_fails(seed, tmp_path):
 def test_second_simulator_icarus(seed, tmp_path):
     """The same Verilog and the same file-driven testbench on Icarus Verilog (Debian's iverilog,
     not installed by `make install`): results must equal the golden model there too."""
-    from sim.runner import icarus_available
     if not icarus_available():
         pytest.skip("iverilog/vvp not on PATH: install Debian's iverilog (apt-get install iverilog) to run "
                     "the second-simulator check")
@@ -89,5 +90,5 @@ def test_second_simulator_icarus(seed, tmp_path):
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
     write_vector_file(tmp_path / "vectors.json", cb, make_cases(cfg, cb, seed=seed, count=300, max_len=max_len))
     build_dir = build(BCQDot(cfg, max_len=max_len), "bcq_dot", simulator="icarus")
-    run_cocotb(build_dir, "bcq_dot", "sim.tb_bcq_dot_files", test_dir=tmp_path / "run", simulator="icarus",
+    run_cocotb(build_dir, "bcq_dot", "bcq.sim.tb_bcq_dot_files", test_dir=tmp_path / "run", simulator="icarus",
                env={"BCQ_VECTORS": str(tmp_path / "vectors.json")})

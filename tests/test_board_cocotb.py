@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from hw.board import UARTAccelerator
-from sim.runner import build, run_cocotb
-from sw.codebooks import default_codebooks
-from sw.image import write_image
-from sw.image_layout import EngineLayout
+from bcq.hw.board import UARTAccelerator
+from bcq.sim.runner import build, run_cocotb
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.host.image import write_image
 
 pytestmark = [pytest.mark.verilator]
 
@@ -23,4 +23,4 @@ def test_driver_through_uart(tmp_path, seed):
     build_dir = build(dut, "board")
     params = {"image": str(tmp_path / "img"), "layer": "fc", "divisor": 8, "vectors": 2, "seed": seed,
               "build_id": 0xB0A7D}
-    run_cocotb(build_dir, "board", "sim.tb_board", test_dir=tmp_path / "run", env={"BOARD_TB": json.dumps(params)})
+    run_cocotb(build_dir, "board", "bcq.sim.tb_board", test_dir=tmp_path / "run", env={"BOARD_TB": json.dumps(params)})

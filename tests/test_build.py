@@ -1,10 +1,21 @@
 """FPGA build plumbing that runs without the (minutes-long) place and route: the report parser,
 the board list and the errors. The full build is `make bitstream`."""
+import importlib
 import subprocess
 import sys
 
-from hw.board import BOARDS, BoardTop
-from hw.build import parse_report
+from amaranth.hdl import Fragment
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+from helpers import exactly
+import pytest
+import torch
+
+from bcq.hw.board import BOARDS, BoardTop
+from bcq.sim.fpga import parse_report
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.errors import BCQError, FileFormatError
+from bcq.sw.host.image import write_image
 
 SAMPLE = """Info: Device utilisation:
 Info: \t          TRELLIS_IO:       7/    365     1%
@@ -26,8 +37,7 @@ def test_report_takes_the_final_fmax_and_the_utilisation():
 
 def test_boards_elaborate_for_their_platforms():
     """Each board top elaborates against its amaranth-boards platform (pins, clock, PLL)."""
-    import importlib
-    from amaranth.hdl import Fragment
+
     for board, p in BOARDS.items():
         module, cls = p["platform"].split(":")
         platform = getattr(importlib.import_module(module), cls)()
@@ -36,28 +46,24 @@ def test_boards_elaborate_for_their_platforms():
 
 
 def test_unknown_board_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "sw.cli", "build", "--board", "de10", "-o", tmp_path],
+    r = subprocess.run([sys.executable, "-m", "bcq.cli", "build", "--board", "de10", "-o", tmp_path],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown board 'de10'; allowed: ulx3s-85f, icebreaker" in r.stderr
 
 
 def test_board_top_bakes_an_image_and_refuses_a_mismatched_one(tmp_path):
-    import pytest
-    import torch
-    from amaranth.hdl import Fragment
-    from amaranth_boards.icebreaker import ICEBreakerPlatform
-    from sw.codebooks import default_codebooks
-    from sw.errors import BCQError, FileFormatError
-    from sw.image import write_image
-    from sw.image_layout import EngineLayout
+
     cb = default_codebooks()
     write_image(tmp_path / "ok", {"fc": torch.randn(8, 128)}, cb, EngineLayout(cb.config, 1, 1))
     top = BoardTop("icebreaker", image=tmp_path / "ok")
     assert top.layer.name == "fc" and top.codebooks == cb
     Fragment.get(top, ICEBreakerPlatform())
     write_image(tmp_path / "lanes4", {"fc": torch.randn(8, 128)}, cb, EngineLayout(cb.config, 4, 1))
-    with pytest.raises(FileFormatError, match="built for lanes=1"):
+    d = cb.config.describe()
+    with pytest.raises(FileFormatError, match=exactly(
+            f"{tmp_path / 'lanes4' / 'manifest.json'}: image is for lanes=4, blocks_per_cycle=1, {d}; "
+            f"the hardware was built for lanes=1, blocks_per_cycle=1, {d}")):
         BoardTop("icebreaker", image=tmp_path / "lanes4")
     write_image(tmp_path / "big", {"fc": torch.randn(64, 128)}, cb, EngineLayout(cb.config, 1, 1))
-    with pytest.raises(BCQError, match="exceeds the icebreaker engine's 32 x 128"):
+    with pytest.raises(BCQError, match=exactly("layer fc (64 x 128) exceeds the icebreaker engine's 32 x 128")):
         BoardTop("icebreaker", image=tmp_path / "big")

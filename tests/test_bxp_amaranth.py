@@ -1,14 +1,16 @@
-"""Fast Amaranth-simulator checks of the Ax-BxP MAC against the golden model (sw.axbxp)."""
+"""Fast Amaranth-simulator checks of the Ax-BxP MAC against the golden model (bcq.sw.formats.axbxp)."""
 import random
 
-import pytest
 from amaranth import Value
 from amaranth.sim import Simulator
+import pytest
 
-from hw.bxp_mac import BxPMac, mac_beats
-from sim.amaranth_streams import run_streams
-from sim.vectors import bxp_random_vectors
-from sw.axbxp import DEFAULT_BXP, BxPConfig, Mode
+from bcq.hw.bxp_mac import BxPMac
+from bcq.hw.int_mac import IntMac
+from bcq.sim.amaranth_streams import run_streams
+from bcq.sim.vectors import bxp_random_vectors
+from bcq.sw.contract.beats import mac_beats
+from bcq.sw.formats.axbxp import DEFAULT_BXP, BxPConfig, Mode
 
 
 def simulate(dut, vectors, seed, stall=0.3):
@@ -54,7 +56,6 @@ def test_latency_and_throughput_properties():
 
 def test_int_mac_baseline(seed):
     """The plain INT8 MAC array (the cost baseline) sums x*w exactly."""
-    from hw.int_mac import IntMac
     rng = random.Random(seed)
     dut = IntMac(8, lanes=4, max_len=8)
     vectors = [[([rng.randint(-128, 127) for _ in range(4)], [rng.randint(-128, 127) for _ in range(4)])

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from hw.bxp_mac import BxPMac
-from sim.runner import build, run_cocotb
-from sw.axbxp import DEFAULT_BXP
+from bcq.hw.bxp_mac import BxPMac
+from bcq.sim.runner import build, run_cocotb
+from bcq.sw.formats.axbxp import DEFAULT_BXP
 
 pytestmark = [pytest.mark.verilator]
 
@@ -17,7 +17,7 @@ def test_bxp_mac_bit_exact(suite, count, stall, seed, tmp_path):
     build_dir = build(BxPMac(DEFAULT_BXP, max_len=16), "bxp_mac")
     params = {"suite": suite, "config": {"n_bits": DEFAULT_BXP.n_bits, "block_bits": DEFAULT_BXP.block_bits},
               "seed": seed, "count": count, "stall_in": stall, "stall_out": stall}
-    run_cocotb(build_dir, "bxp_mac", "sim.tb_bxp_mac", test_dir=tmp_path, env={"BXP_TB": json.dumps(params)})
+    run_cocotb(build_dir, "bxp_mac", "bcq.sim.tb_bxp_mac", test_dir=tmp_path, env={"BXP_TB": json.dumps(params)})
     stats = json.loads((tmp_path / "stats.json").read_text())
     for label, s in stats.items():
         print(f"{label}: {s['cases']} cases, {s['cycles']} cycles, {s['cycles'] / s['seconds']:.0f} cycles/s")

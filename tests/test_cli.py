@@ -6,9 +6,12 @@ import sys
 import pytest
 import torch
 
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.quantizers import get_format, sqnr_db
+
 
 def bcq(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sw.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bcq.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=300)
 
 
@@ -27,7 +30,6 @@ def test_quantize_json(tensor_file, tmp_path, fmt):
     rep = json.loads(r.stdout)
     assert rep["format"] == fmt and rep["numel"] == 32 * 256
     assert 15 < rep["sqnr_db"] < 30 and 4 < rep["bits_per_scalar"] <= 4.625
-    from sw.formats import get_format, sqnr_db
     x = torch.load(tensor_file)
     assert torch.equal(torch.load(out), get_format(fmt).fake_quant(x))
     assert rep["sqnr_db"] == pytest.approx(sqnr_db(x, torch.load(out)))
@@ -78,7 +80,6 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, setup, args, message):
     if setup == "cbjunk":
         (tmp_path / "cb.json").write_text("{oops")
     if setup == "cbrange":
-        from sw.codebooks import default_codebooks
         obj = default_codebooks().to_json()
         obj["entries"][0][0] = -40
         (tmp_path / "cb.json").write_text(json.dumps(obj))

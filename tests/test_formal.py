@@ -1,10 +1,13 @@
 """Formal proofs (SymbiYosys, ``make formal``): each proof passes, and each harness catches a
 deliberate error (so a PASS means something)."""
 
+from helpers import exactly
 import pytest
 
+from bcq.hw.bcq_block import BeatProducts, CodewordDecode
+from bcq.hw.bcq_dot import BCQDot
+from bcq.sw.formats.config import DEFAULT
 from sim import formal, formal_spec
-from sw.config import DEFAULT
 
 pytestmark = pytest.mark.xdist_group("formal")
 
@@ -43,14 +46,15 @@ def test_stream_proof_catches_miscounted_beat(tmp_path, monkeypatch):
 
 
 def test_unknown_proof_name_is_a_clear_error(capsys):
-    with pytest.raises(SystemExit, match="unknown proof bogus; choose from"):
+    groups = sorted({k.split(".")[0] for k in PROOFS})
+    with pytest.raises(SystemExit, match=exactly(
+            f"python -m bcq.sim.formal: error: unknown proof bogus; choose from {', '.join(groups)} "
+            f"or one of {', '.join(PROOFS)}")):
         formal.main(["bogus"])
 
 
 def test_depths_follow_the_pipeline():
     # The argued depths are computed from the units' latencies, not typed in.
-    from hw.bcq_block import BeatProducts, CodewordDecode
-    from hw.bcq_dot import BCQDot
     assert formal_spec.decode_depth(DEFAULT) == 2 * CodewordDecode.latency + 2
     assert formal_spec.products_depth(DEFAULT) == BeatProducts.latency + 2
     assert formal_spec.stream_depth(DEFAULT) == DEFAULT.blocks_per_array + BCQDot.latency + 2

@@ -3,14 +3,16 @@ lines end in the project's own named errors, never a traceback or an accepted da
 import json
 import shutil
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sw.codebooks import Codebooks, default_codebooks
-from sw.errors import BCQError, FileFormatError
-from sw.image import manifest_digest, read_image, write_image
-from sw.image_layout import EngineLayout
+from bcq.cli import main
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import Codebooks, default_codebooks
+from bcq.sw.formats.errors import BCQError, FileFormatError
+from bcq.sw.host.image import manifest_digest, read_image, write_image
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -125,7 +127,6 @@ WORDS = ["quantize", "verilog", "weights", "image", "verify", "show", "build", "
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6))
 def test_cli_arguments_end_in_usage_or_named_errors(argv, capsys):
-    from sw.cli import main
     try:
         code = main(argv)
     except SystemExit as e:  # argparse: usage error, exit 2

@@ -1,18 +1,20 @@
 """Fast Amaranth-simulator checks of the matrix-vector engine against the golden model."""
 import random
 
+from amaranth.sim import Simulator
 import pytest
 import torch
-from amaranth.sim import Simulator
 
-from hw.gemv import GEMV, activation_beats
-from sw.config import BCQConfig
-from sw.codebooks import default_codebooks
-from sw.golden import dot_fixed
-from sw.image import read_image, write_image
-from sw.image_layout import EngineLayout
-from sim.amaranth_streams import get_payloads, put_beats
-from sim.vectors import random_codebooks
+from bcq.hw.gemv import GEMV
+from bcq.sim.amaranth_streams import get_payloads, put_beats
+from bcq.sim.vectors import random_codebooks
+from bcq.sw.contract.beats import activation_beats
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.golden import dot_fixed
+from bcq.sw.formats.lobcq import encode
+from bcq.sw.host.image import read_image, write_image
 
 
 def run_engine(dut, rows, vectors, seed, write=None, stall=0.3):
@@ -57,10 +59,9 @@ def test_engine_matches_golden(tmp_path, seed, lanes, bpc, rows):
     write_image(tmp_path, {"fc": torch.randn(rows, cols, generator=g)}, cb, layout)
     img = read_image(tmp_path, layout)
     layer = img.layers["fc"]
-    from sw.lobcq import encode
     xs = [encode(torch.randn(cols, generator=g) * 3, cb) for _ in range(3)]
     dut = GEMV(layout, max_rows=16, max_cols=256, codebooks=cb, image=layer)
-    got = run_engine(dut, rows, [activation_beats(x, layout) for x in xs], seed)
+    got = run_engine(dut, rows, [activation_beats(x, layout.geometry) for x in xs], seed)
     for x, res in zip(xs, got):
         assert res == dot_fixed(layer.weights, x).tolist()
 
@@ -73,10 +74,9 @@ def test_engine_written_at_run_time(tmp_path, seed):
     g = torch.Generator().manual_seed(seed)
     write_image(tmp_path, {"fc": torch.randn(5, 128, generator=g)}, cb, layout)
     layer = read_image(tmp_path, layout).layers["fc"]
-    from sw.lobcq import encode
     x = encode(torch.randn(128, generator=g), cb)
     dut = GEMV(layout, max_rows=8, max_cols=128)
     mask = (1 << cfg.entry_bits) - 1
-    got = run_engine(dut, 5, [activation_beats(x, layout)], seed,
+    got = run_engine(dut, 5, [activation_beats(x, layout.geometry)], seed,
                      write=([v & mask for v in cb.entries.flatten().tolist()], layer.weight_words, layer.scale_words))
     assert got[0] == dot_fixed(layer.weights, x).tolist()

@@ -4,8 +4,8 @@ against FP32 F.linear is reported."""
 import pytest
 import torch
 
-from sim.engine_run import simulate_layer
-from sw.models import minilm_layer
+from bcq.sim.engine_run import simulate_layer
+from bcq.sw.host.models import minilm_layer
 
 pytestmark = [pytest.mark.verilator]
 

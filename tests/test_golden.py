@@ -1,13 +1,17 @@
 """The golden dot product against independent references."""
+from fractions import Fraction
+
+from conftest import random_codebooks
+from helpers import exactly
 import pytest
 import torch
 
-from conftest import random_codebooks
-from sw.config import BCQConfig
-from sw.errors import BCQError, ConfigError, ShapeError
-from sw.golden import Arithmetic, dot_fixed, dot_value
-from sw.lobcq import BCQTensor, decode, encode
-from sw.numerics import scale_value
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import BCQError, ConfigError, ShapeError
+from bcq.sw.formats.golden import Arithmetic, dot_fixed, dot_value
+from bcq.sw.formats.lobcq import BCQTensor, decode, encode
+from bcq.sw.formats.numerics import scale_value
 
 CONFIGS = [BCQConfig(), BCQConfig(block_len=4, n_codebooks=4), BCQConfig(n_codebooks=1),
            BCQConfig(scale_format="e8m0"), BCQConfig(entry_bits=8, tensor_scale=False)]
@@ -26,7 +30,6 @@ def random_bcq(cfg, cb, lead, n, gen, tensor_scale=1.0):
 
 def python_int_reference(w, x):
     """Exact rational reference with Python integers and Fractions (no shared code path)."""
-    from fractions import Fraction
     cfg = w.config
     total = Fraction(0)
     cw, cx = w.codewords().tolist(), x.codewords().tolist()
@@ -46,7 +49,6 @@ def test_fixed_point_equals_exact_rational(cfg, seed):
         n = n_arrays * cfg.array_len
         w, x = random_bcq(cfg, cb, (), n, gen), random_bcq(cfg, cb, (), n, gen)
         acc = int(dot_fixed(w, x))
-        from fractions import Fraction
         assert Fraction(acc) * Fraction(2) ** ar.out_exp == python_int_reference(w, x)
         assert abs(acc) < 1 << (ar.acc_bits - 1)
 
@@ -81,7 +83,6 @@ def test_batched_shapes_agree_with_single_vectors(default_cb, seed):
 def test_worst_case_magnitude_fits_the_declared_accumulator(cfg):
     """Longest vector, largest codeword products and scales, every term the same sign."""
     ar = Arithmetic(cfg, max_len=16 * cfg.array_len)
-    from sw.codebooks import Codebooks
     cb = Codebooks(cfg, torch.full((cfg.n_codebooks, 16), cfg.entry_min))
     top = 0x7E if cfg.scale.name == "e4m3" else 127 + cfg.scale.exp_max
     n = ar.max_len
@@ -95,17 +96,20 @@ def test_worst_case_magnitude_fits_the_declared_accumulator(cfg):
 
 
 def test_arithmetic_rejects_lengths_it_cannot_hold():
-    with pytest.raises(ConfigError, match="max_len"):
+    with pytest.raises(ConfigError, match=exactly(
+            "invalid config: max_len=100; allowed: a positive multiple of array_len=64")):
         Arithmetic(BCQConfig(), max_len=100)
-    with pytest.raises(ConfigError, match="at most"):
+    with pytest.raises(ConfigError, match=exactly(
+            "invalid config: max_len=16777216; allowed: at most 149120 for this config (64-bit accumulator)")):
         Arithmetic(BCQConfig(), max_len=1 << 24)
     assert Arithmetic(BCQConfig()).acc_bits == 59
 
 
 def test_mismatched_operands_are_clear_errors(default_cb):
     w = encode(torch.randn(128), default_cb)
-    with pytest.raises(ShapeError, match="lengths differ"):
+    with pytest.raises(ShapeError, match=exactly("dot product of length 128 and 64: lengths differ")):
         dot_fixed(w, encode(torch.randn(64), default_cb))
     bad = BCQTensor(default_cb, w.indices, w.selectors, torch.tensor([0x7F, 0], dtype=torch.uint8))
-    with pytest.raises(BCQError, match="0x7f is not a valid E4M3"):
+    with pytest.raises(BCQError, match=exactly(
+            "weight scale code 0x7f is not a valid E4M3 scale (allowed 0x00..0x7E: positive, finite)")):
         dot_fixed(bad, w)

@@ -1,17 +1,17 @@
 """The accelerator's host protocol at byte level (Amaranth simulator): every command, and every
 framing error gets its error reply without side effects."""
+from amaranth.sim import Simulator
 import pytest
 import torch
-from amaranth.sim import Simulator
 
-from hw.host_link import Accelerator, status_payload
-from hw.gemv import activation_beats
-from sw import protocol as P
-from sw.codebooks import default_codebooks
-from sw.golden import dot_fixed
-from sw.image import read_image, write_image
-from sw.image_layout import EngineLayout
-from sw.lobcq import encode
+from bcq.hw.host_link import Accelerator, status_payload
+from bcq.sw.contract import protocol as P
+from bcq.sw.contract.beats import activation_beats
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.golden import dot_fixed
+from bcq.sw.formats.lobcq import encode
+from bcq.sw.host.image import read_image, write_image
 
 
 def exchange(dut, requests, n_replies=None):
@@ -70,7 +70,7 @@ def test_status_write_and_gemv(setup):
     xbytes = P.nbytes(dut.engine.x.payload.shape().size)
     rbytes = P.nbytes(dut.engine.acc_bits)
     x = encode(torch.randn(128, generator=torch.Generator().manual_seed(1)), cb)
-    beats = activation_beats(x, layout)
+    beats = activation_beats(x, layout.geometry)
     reqs = [P.request(P.CMD_STATUS),
             P.request(P.CMD_WRITE_CODEBOOK, words_payload(0, [v & 0xFF for v in cb.entries.flatten().tolist()], 1)),
             P.request(P.CMD_WRITE_WEIGHTS, words_payload(0, layer.weight_words, wbytes)),

@@ -3,16 +3,19 @@ import json
 import subprocess
 import sys
 
+from helpers import exactly
 import pytest
+from safetensors.torch import save_file
 import torch
 
-from sw.codebooks import default_codebooks
-from sw.config import BCQConfig
-from sw.errors import FileFormatError
-from sw.image import read_image, write_image
-from sw.image_layout import EngineLayout
-from sw.lobcq import encode
-from sim.vectors import random_codebooks
+from bcq.sim.runner import lint
+from bcq.sim.vectors import random_codebooks
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import FileFormatError
+from bcq.sw.formats.lobcq import encode
+from bcq.sw.host.image import manifest_digest, read_image, write_image
 
 
 @pytest.fixture
@@ -82,7 +85,6 @@ def damage(path, how, rehash=False):
     elif how == "path escape":
         m["layers"][0]["weights"]["bin"] = "../../etc/passwd"
     if rehash:  # a consistent-looking manifest with a wrong field: the deeper checks must catch it
-        from sw.image import manifest_digest
         m["manifest_sha256"] = manifest_digest(m)
     (path / "manifest.json").write_text(json.dumps(m))
 
@@ -105,19 +107,21 @@ def test_damage_is_a_named_error(image, how, where, words):
 
 def test_image_for_other_hardware_is_refused(image):
     path, _, cb, _ = image
-    with pytest.raises(FileFormatError, match="built for lanes=16"):
+    d = cb.config.describe()
+    with pytest.raises(FileFormatError, match=exactly(
+            f"{path / 'manifest.json'}: image is for lanes=4, blocks_per_cycle=1, {d}; "
+            f"the hardware was built for lanes=16, blocks_per_cycle=1, {d}")):
         read_image(path, EngineLayout(cb.config, 16, 1))
 
 
 def bcq(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sw.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "bcq.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def test_cli_weights_verify_show_and_verilog(tmp_path):
     torch.manual_seed(0)
     sd = torch.nn.Sequential(torch.nn.Linear(128, 16), torch.nn.ReLU(), torch.nn.Linear(16, 64)).state_dict()
     torch.save(sd, tmp_path / "m.pt")
-    from safetensors.torch import save_file
     save_file(sd, str(tmp_path / "m.safetensors"))
     r = bcq("weights", tmp_path / "m.pt", "-o", tmp_path / "img")
     assert r.returncode == 0, r.stderr
@@ -131,7 +135,6 @@ def test_cli_weights_verify_show_and_verilog(tmp_path):
     r = bcq("verilog", "--unit", "gemv", "--image", tmp_path / "img", "-o", tmp_path / "rtl")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "rtl" / "gemv.v").exists() and (tmp_path / "rtl" / "0.weight.weights.hex").exists()
-    from sim.runner import lint
     ok, report = lint(tmp_path / "rtl" / "gemv.v")
     assert ok, report
     # damage -> verify fails with the reason

@@ -1,13 +1,15 @@
 import itertools
 
+from conftest import random_codebooks
+from helpers import exactly
 import pytest
 import torch
 
-from conftest import random_codebooks
-from sw.config import BCQConfig
-from sw.errors import BCQError, ShapeError
-from sw.lobcq import calibrate, decode, encode, fake_quant
-from sw.numerics import scale_value
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import BCQError, ShapeError
+from bcq.sw.formats.lobcq import calibrate, decode, encode, fake_quant
+from bcq.sw.formats.numerics import scale_value
 
 CONFIGS = [BCQConfig(), BCQConfig(block_len=4, n_codebooks=4), BCQConfig(n_codebooks=1),
            BCQConfig(scale_format="e8m0"), BCQConfig(block_len=2, array_len=16, n_codebooks=2, entry_bits=4),
@@ -100,12 +102,17 @@ def test_encode_is_deterministic(default_cb, seed):
     assert torch.equal(a.scales, b.scales) and a.tensor_scale == b.tensor_scale
 
 
-@pytest.mark.parametrize("bad,match", [
-    (torch.randn(3, 65), "multiple of 64"), (torch.randn(64, 0), "multiple of 64"),
-    (torch.tensor(1.0), "multiple of 64"), (torch.randint(0, 5, (64,)), "floating-point"),
-    (torch.tensor([float("nan")] + [0.0] * 63), "NaN or Inf"), (torch.full((64,), float("inf")), "NaN or Inf")])
-def test_bad_tensors_get_clear_errors(default_cb, bad, match):
-    with pytest.raises(BCQError, match=match):
+_SHAPE = "tensor has shape {}: the last dimension must be a non-zero multiple of 64"
+_NAN = "tensor contains NaN or Inf: quantize finite values only"
+
+
+@pytest.mark.parametrize("bad,message", [
+    (torch.randn(3, 65), _SHAPE.format((3, 65))), (torch.randn(64, 0), _SHAPE.format((64, 0))),
+    (torch.tensor(1.0), _SHAPE.format(())),
+    (torch.randint(0, 5, (64,)), "tensor has dtype torch.int64; a floating-point tensor is needed"),
+    (torch.tensor([float("nan")] + [0.0] * 63), _NAN), (torch.full((64,), float("inf")), _NAN)])
+def test_bad_tensors_get_clear_errors(default_cb, bad, message):
+    with pytest.raises(BCQError, match=exactly(message)):
         encode(bad, default_cb)
 
 
@@ -131,7 +138,6 @@ def test_calibration_mse_never_increases_and_is_seed_deterministic(cfg):
 
 def test_calibrated_codebooks_beat_a_uniform_grid(default_cb):
     """Sanity of the shipped set: on Gaussian data it must beat one uniform INT codebook."""
-    from sw.codebooks import Codebooks
     cfg = default_cb.config
     uniform = Codebooks(cfg, torch.linspace(-31, 31, 16).round().long().repeat(cfg.n_codebooks, 1))
     x = torch.randn(64, 1024, generator=torch.Generator().manual_seed(0))

@@ -3,8 +3,8 @@ the identity changes nothing; a real 4-bit format lowers cosine and gives finite
 
 import math
 
+from bcq.sw.formats.quantizers import get_format
 from bench.minilm import evaluate, load_sentences
-from sw.formats import get_format
 
 
 def test_shipped_sentences_are_enough():

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from sim.runner import WAIVERS, lint
+from bcq.sim.runner import WAIVERS, lint
 
 
 def bcq(*args):
-    return subprocess.run([sys.executable, "-m", "sw.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "bcq.cli", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("config,options", [

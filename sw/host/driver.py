@@ -1,16 +1,19 @@
-"""Host driver of the board's UART link (protocol: ``sw.protocol``).
+"""Host driver of the board's UART link (protocol: ``bcq.sw.contract.protocol``).
 
 ``Accelerator(transport)`` talks to a board (``Accelerator.open("/dev/ttyUSB0")``, pyserial) or to
 the simulated board top (``sim/tb_board.py`` passes the same bytes through the UART pins on
 Verilator). A transport has ``write(bytes)`` and ``read(n) -> bytes``.
 """
 
-from dataclasses import dataclass
+from dataclasses import make_dataclass
 
 import torch
 
-from . import protocol as P
-from .errors import BCQError
+from bcq.sw.contract import protocol as P
+from bcq.sw.contract.beats import activation_beats
+from bcq.sw.formats.errors import BCQError
+from bcq.sw.formats.golden import to_value
+from bcq.sw.formats.lobcq import encode
 
 __all__ = ["Accelerator", "LinkError", "DeviceInfo"]
 
@@ -19,22 +22,27 @@ class LinkError(BCQError):
     """The device answered with an error status, or the reply was damaged or missing."""
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    build_id: int
-    lanes: int
-    max_rows: int
-    max_cols: int
-    weight_bytes: int
-    scale_bytes: int
-    beat_bytes: int
-    result_bytes: int
-    codebook_entries: int
-    entry_bits: int
-    protocol_version: int
+# What STATUS reports: one attribute per field of the protocol's STATUS_LAYOUT.
+DeviceInfo = make_dataclass("DeviceInfo", [(name, int) for name, _ in P.STATUS_LAYOUT], frozen=True)
 
 
 class Accelerator:
+    """Host side of the board's link (protocol: :mod:`bcq.sw.contract.protocol`).
+
+    Parameters
+    ----------
+    transport
+        An object with ``write(bytes)`` and ``read(n) -> bytes`` (a ``serial.Serial``, or the
+        simulated board's UART pins); ``read`` returns fewer bytes on a time-out.
+
+    Members
+    -------
+    info : :class:`DeviceInfo`
+        The board's STATUS (read on first use).
+    layer : :class:`bcq.sw.host.image.LayerImage`
+        The layer last loaded with :meth:`write_layer`.
+    """
+
     def __init__(self, transport):
         self.transport = transport
         self._info = None
@@ -67,12 +75,10 @@ class Accelerator:
 
     def status(self) -> DeviceInfo:
         b = self._call(P.CMD_STATUS)
-        sizes = (4, 1, 2, 2, 1, 1, 1, 1, 2, 1, 1)
-        vals, off = [], 0
-        for n in sizes:
-            vals.append(int.from_bytes(b[off:off + n], "little"))
-            off += n
-        self._info = DeviceInfo(*vals)
+        try:
+            self._info = DeviceInfo(**P.parse_status(b))
+        except ValueError as e:
+            raise LinkError(f"STATUS: {e}") from None
         return self._info
 
     @property
@@ -90,7 +96,7 @@ class Accelerator:
         self._write_words(P.CMD_WRITE_CODEBOOK, [v & mask for v in codebooks.entries.flatten().tolist()], 1)
 
     def write_layer(self, layer):
-        """Load one layer of a weight image (``sw.image.LayerImage``)."""
+        """Load one layer of a weight image (``bcq.sw.host.image.LayerImage``)."""
         rows, cols = layer.shape
         if rows > self.info.max_rows or cols > self.info.max_cols:
             raise BCQError(f"layer {layer.name} ({rows} x {cols}) exceeds the device's "
@@ -101,9 +107,8 @@ class Accelerator:
 
     def gemv_fixed(self, x, layout):
         """Exact accumulators (ints) of the loaded layer times the encoded vector ``x``."""
-        from hw.gemv import activation_beats
         rows = self.layer.shape[0]
-        beats = activation_beats(x, layout)
+        beats = activation_beats(x, layout.geometry)
         body = self._call(P.CMD_GEMV, rows.to_bytes(2, "little")
                           + b"".join(b.to_bytes(self.info.beat_bytes, "little") for b in beats))
         n = self.info.result_bytes
@@ -111,8 +116,6 @@ class Accelerator:
 
     def gemv(self, x, image):
         """y = W x in float64 for a float vector ``x`` (encoded here with the image's codebooks)."""
-        from .golden import to_value
-        from .lobcq import encode
         q = encode(x, image.codebooks)
         acc = torch.tensor(self.gemv_fixed(q, image.layout))
         return to_value(acc, self.layer.weights, q)

@@ -7,14 +7,26 @@ import math
 from pathlib import Path
 import sys
 
-from .errors import BCQError, FileFormatError
+import torch
+
+from bcq.hw.units import UNITS, write_verilog
+from bcq.sim.fpga import build_bitstream, format_report
+from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.formats.calibdata import synthetic_calibration_data
+from bcq.sw.formats.codebooks import default_codebooks, load_codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import BCQError, FileFormatError
+from bcq.sw.formats.lobcq import calibrate
+from bcq.sw.formats.quantizers import FORMATS, get_format, sqnr_db
+from bcq.sw.host.image import read_image, write_image
+from bcq.sw.host.models import load_state_dict, select_layers
+
+from .demo import run_demo
 
 EXIT_USAGE = 2
 
 
 def _load_tensor(path):
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(path, "no such file")
@@ -30,12 +42,10 @@ def _load_tensor(path):
 
 
 def _config(text):
-    from .config import BCQConfig
     return BCQConfig.parse(text) if text else BCQConfig()
 
 
 def _codebooks(path, config_text=None):
-    from .codebooks import default_codebooks, load_codebooks
     if path:
         cb = load_codebooks(path)
         if config_text and _config(config_text) != cb.config:
@@ -45,8 +55,6 @@ def _codebooks(path, config_text=None):
 
 
 def cmd_quantize(args):
-    from .formats import get_format, sqnr_db
-
     x = _load_tensor(args.input)
     fmt = get_format(args.format, _codebooks(args.codebooks, args.config)
                      if args.format == "lobcq" else None)
@@ -67,7 +75,6 @@ def cmd_quantize(args):
 
 
 def _save_tensor(t, path):
-    import torch
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,9 +84,6 @@ def _save_tensor(t, path):
 
 
 def cmd_calibrate(args):
-    from .calibdata import synthetic_calibration_data
-    from .lobcq import calibrate
-
     config = _config(args.config)
     data = [_load_tensor(p) for p in args.inputs]
     if args.synthetic or not data:
@@ -99,7 +103,6 @@ def cmd_calibrate(args):
 
 
 def _device(name):
-    import torch
     if name == "cuda" and not torch.cuda.is_available():
         raise BCQError("--device cuda: no CUDA device is available (use --device cpu)")
     if name not in ("cpu", "cuda"):
@@ -108,7 +111,6 @@ def _device(name):
 
 
 def cmd_verilog(args):
-    from hw.units import UNITS, write_verilog
     if args.unit not in UNITS:
         raise BCQError(f"unknown unit {args.unit!r}; allowed: {', '.join(UNITS)}")
     info = write_verilog(args.unit, args.output, config=_config(args.config), options=args.option,
@@ -117,10 +119,6 @@ def cmd_verilog(args):
 
 
 def cmd_weights(args):
-    from .image import write_image
-    from .image_layout import EngineLayout
-    from .models import load_state_dict, select_layers
-
     cb = _codebooks(args.codebooks, args.config)
     layout = EngineLayout(cb.config, args.lanes, args.blocks_per_cycle)
     layers = select_layers(load_state_dict(args.model), args.layers, cb.config.array_len)
@@ -133,7 +131,6 @@ def cmd_weights(args):
 
 
 def cmd_image(args):
-    from .image import read_image
     img = read_image(args.dir)
     if args.action == "verify":
         n = sum(len(l.weight_words) + len(l.scale_words) for l in img.layers.values())
@@ -153,12 +150,10 @@ def cmd_image(args):
 
 
 def cmd_demo(args):
-    from sim.demo import run_demo
     run_demo(args.output, lanes=args.lanes, vectors=args.vectors, waves=args.waves)
 
 
 def cmd_build(args):
-    from hw.build import build_bitstream, format_report
     report = build_bitstream(args.board, args.output, image=args.image, layer=args.layer)
     print(format_report(report))
     if args.json:
@@ -168,7 +163,6 @@ def cmd_build(args):
 
 
 def build_parser():
-    from .formats import FORMATS
     p = argparse.ArgumentParser(prog="bcq", description="W4A4 LO-BCQ quantizer, golden model and RTL generator")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -34,7 +34,23 @@ def _signed_bits(max_abs):
 
 @dataclass(frozen=True)
 class Arithmetic:
-    """Widths of every intermediate of the dot product (all signed unless noted)."""
+    """Widths of every intermediate of the dot product (all signed unless noted).
+
+    Parameters
+    ----------
+    config : :class:`BCQConfig`
+    max_len : int
+        Longest vector (a multiple of LA); every width is chosen so that no overflow is possible
+        up to it (``acc_bits`` at most 64).
+
+    Members
+    -------
+    product_bits, array_sum_bits, mant_product_bits, exp_sum_bits, scaled_bits, acc_bits : int
+        Widths of the products, array sums, scale mantissa product, exponent sum, scaled array
+        sums and accumulator (docs/arithmetic.md section 2).
+    out_exp : int
+        The accumulator's LSB weighs ``2**out_exp`` (times both per-tensor scales).
+    """
 
     config: BCQConfig
     max_len: int = DEFAULT_MAX_LEN

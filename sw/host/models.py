@@ -3,9 +3,11 @@ real pretrained layer the project ships with (MiniLM-L6, from the ``gt-all-minil
 
 from pathlib import Path
 
+from safetensors import safe_open
+from safetensors.torch import load_file
 import torch
 
-from .errors import BCQError, FileFormatError
+from bcq.sw.formats.errors import BCQError, FileFormatError
 
 __all__ = ["load_state_dict", "select_layers", "minilm_path", "minilm_layer"]
 
@@ -16,7 +18,6 @@ def load_state_dict(path):
         raise FileFormatError(path, "no such file")
     if path.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types for damaged headers
             raise FileFormatError(path, f"not a readable .safetensors file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
@@ -57,7 +58,6 @@ def minilm_path():
 
 def minilm_layer(name="encoder.layer.0.attention.self.query.weight"):
     """One weight of the pretrained all-MiniLM-L6-v2 (loaded offline from the package)."""
-    from safetensors import safe_open
     with safe_open(str(minilm_path()), "pt") as f:
         if name not in f.keys():
             raise BCQError(f"MiniLM has no tensor {name!r}")

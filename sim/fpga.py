@@ -9,9 +9,8 @@ import shutil
 import sys
 import time
 
-from sw.errors import BCQError
-
-from .board import BOARDS, BoardTop
+from bcq.hw.board import BOARDS, BoardTop
+from bcq.sw.formats.errors import BCQError
 
 __all__ = ["build_bitstream", "parse_report"]
 

@@ -28,7 +28,18 @@ DEFAULT_CODEBOOKS_PATH = Path(__file__).parent / "data" / "default_codebooks.jso
 
 @dataclass(frozen=True, eq=False)
 class Codebooks:
-    """``entries[c, i]`` is the integer value of index ``i`` in codebook ``c``."""
+    """A set of Nc codebooks of 16 signed integer entries.
+
+    Parameters
+    ----------
+    config : :class:`BCQConfig`
+        The format the codebooks are for (Nc, entry width).
+    entries : tensor
+        ``entries[c, i]`` is the value of index ``i`` in codebook ``c``: integers of shape
+        ``(n_codebooks, 16)`` within the config's INT range (validated; stored as int64 on CPU).
+    provenance : dict
+        Free-form calibration record written into the JSON file.
+    """
 
     config: BCQConfig
     entries: torch.Tensor  # int64 [n_codebooks, 16]

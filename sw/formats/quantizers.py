@@ -19,7 +19,8 @@ import torch
 
 from .codebooks import Codebooks, default_codebooks
 from .errors import BCQError
-from .lobcq import check_tensor, fake_quant as lobcq_fake_quant
+from .lobcq import check_tensor
+from .lobcq import fake_quant as lobcq_fake_quant
 from .numerics import E2M1, E4M3_ELEM
 
 __all__ = ["FORMATS", "get_format", "sqnr_db"]

@@ -2,7 +2,7 @@
 
 An N-bit operand is cut into K = N/k blocks of k bits; ``x * w = sum_{i,j} x_i w_j << k(i+j)``.
 This module is the single definition of the MAC's modes (``BxPConfig``) and of what each mode
-computes (``product``, ``dot``); the gateware (``hw.bxp_mac``) reads the same config.
+computes (``product``, ``dot``); the gateware (``bcq.hw.bxp_mac``) reads the same config.
 
 Sign handling: sign-magnitude. A signed operand is split into its sign and its magnitude
 (``|-2**(p-1)| = 2**(p-1)`` still fits p bits), the blocks are blocks of the magnitude, and the
@@ -30,6 +30,20 @@ __all__ = ["Mode", "BxPConfig", "DEFAULT_BXP", "product", "dot", "check_operands
 
 @dataclass(frozen=True)
 class Mode:
+    """One run-time mode of the Ax-BxP MAC.
+
+    Parameters
+    ----------
+    name : str
+        Its name in beats and reports (``exact8``, ``dynamic2``, ...).
+    kind : str
+        ``exact``, ``static`` or ``dynamic`` (module docstring).
+    precision : int
+        Operand bits p (a multiple of the block width).
+    keep : int
+        static: L block products kept; dynamic: D blocks kept per operand; exact: unused.
+    """
+
     name: str
     kind: str          # "exact" | "static" | "dynamic"
     precision: int     # operand bits p
@@ -41,7 +55,17 @@ class Mode:
 
 @dataclass(frozen=True)
 class BxPConfig:
-    """N = ``n_bits`` (default 8), k = ``block_bits`` (default 2), and the run-time ``modes``."""
+    """The MAC's block structure and modes; the golden model and the gateware read the same object.
+
+    Parameters
+    ----------
+    n_bits : int
+        N, operand width (a multiple of ``block_bits``, at most 16).
+    block_bits : int
+        k, block width; K = N/k blocks per operand, K^2 block multipliers.
+    modes : tuple of :class:`Mode`
+        The run-time modes (default :func:`default_modes`).
+    """
 
     n_bits: int = 8
     block_bits: int = 2

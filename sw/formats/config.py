@@ -1,7 +1,7 @@
 """The BCQ format: one frozen, validated config object.
 
-This is the single definition of every format parameter. The golden model (``sw.lobcq``,
-``sw.golden``), the gateware generators (``hw.*``) and the image writer all take a
+This is the single definition of every format parameter. The golden model (``bcq.sw.formats.lobcq``,
+``bcq.sw.formats.golden``), the gateware generators (``hw.*``) and the image writer all take a
 :class:`BCQConfig` and derive widths from it; nothing is typed twice.
 
 Paper symbols (LO-BCQ, arXiv 2502.05376): Lb = ``block_len``, LA = ``array_len``,
@@ -11,10 +11,11 @@ share one 8-bit scale factor; each array into blocks of Lb scalars; each block c
 that codebook, whose 16 entries are signed ``entry_bits``-bit integers.
 """
 
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 import math
 
 from .errors import ConfigError
+from .options import parse_assignments
 
 __all__ = ["BCQConfig", "ScaleFormat", "SCALE_FORMATS", "DEFAULT"]
 
@@ -165,27 +166,8 @@ class BCQConfig:
     @classmethod
     def parse(cls, text):
         """Parse ``"block_len=4,n_codebooks=4,scale_format=e8m0"`` (the CLI's ``--config``)."""
-        fields = {}
-        for item in filter(None, (s.strip() for s in text.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(item, None, "key=value pairs separated by commas")
-            key = key.strip()
-            if key not in cls.__dataclass_fields__:
-                raise ConfigError(key, value, f"one of the fields {sorted(cls.__dataclass_fields__)}")
-            value = value.strip()
-            if key == "scale_format":
-                fields[key] = value
-            elif key == "tensor_scale":
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ConfigError(key, value, "true or false")
-                fields[key] = value.lower() in ("true", "1")
-            else:
-                try:
-                    fields[key] = int(value)
-                except ValueError:
-                    raise ConfigError(key, value, "an integer") from None
-        return cls(**fields)
+        types = {name: f.type if f.type in (int, bool) else str for name, f in cls.__dataclass_fields__.items()}
+        return cls(**parse_assignments(text.split(","), types, what="--config"))
 
     def describe(self):
         return (f"LO-BCQ Lb={self.block_len} LA={self.array_len} Nc={self.n_codebooks} "

@@ -15,7 +15,9 @@ frozen, and used for weights and activations alike.
 """
 
 from dataclasses import dataclass
+
 import torch
+from tqdm.auto import tqdm
 
 from .codebooks import Codebooks
 from .config import BCQConfig
@@ -45,8 +47,18 @@ def check_tensor(x, multiple, what="tensor"):
 class BCQTensor:
     """A LO-BCQ-encoded tensor: what the hardware stores and streams.
 
-    ``indices``: uint8 [..., n] (4-bit); ``selectors``: uint8 [..., n/Lb];
-    ``scales``: uint8 [..., n/LA] (8-bit scale codes); ``tensor_scale``: FP32 value.
+    Parameters
+    ----------
+    codebooks : :class:`Codebooks`
+        The frozen codebooks (and so the config) it was encoded with.
+    indices : uint8 tensor [..., n]
+        4-bit index of every scalar.
+    selectors : uint8 tensor [..., n / Lb]
+        Codebook of every block.
+    scales : uint8 tensor [..., n / LA]
+        8-bit scale code of every block array.
+    tensor_scale : float
+        The FP32 per-tensor scale (1.0 when the config has none).
     """
 
     codebooks: Codebooks
@@ -156,6 +168,18 @@ def fake_quant(x, codebooks: Codebooks):
 
 @dataclass
 class CalibrationResult:
+    """What :func:`calibrate` returns.
+
+    Members
+    -------
+    codebooks : :class:`Codebooks`
+        The calibrated set, on the integer grid.
+    mse_history : list of float
+        Normalized-domain MSE per scalar before iteration 1 and after each iteration.
+    mse_final : float
+        The same with the codebooks rounded to the integer grid.
+    """
+
     codebooks: Codebooks
     mse_history: list  # normalized-domain MSE per scalar, before iteration 1 and after each
     mse_final: float   # the same, with the codebooks rounded to the integer grid
@@ -204,7 +228,6 @@ def calibrate(data, config: BCQConfig, *, iters=30, seed=0, max_blocks=1 << 16, 
     ``max_blocks`` blocks (a seeded random subset) are used. The CPU path is the reference;
     a fixed seed reproduces its codebooks exactly. ``device="cuda"`` runs the same code on a GPU.
     """
-    from tqdm.auto import tqdm
 
     tensors = data if isinstance(data, (list, tuple)) else [data]
     if not tensors:

@@ -3,11 +3,13 @@
 YoWASP tools see only their working directory, so each run happens in a temporary directory.
 """
 
+from pathlib import Path
 import re
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+
+from bcq.hw.export import verilog_text
 
 __all__ = ["synth_ecp5", "ECP5_CELLS"]
 
@@ -23,7 +25,6 @@ def _yosys():
 def synth_ecp5(elaboratable, name, *, dsp=True):
     """Synthesize for ECP5 and return {LUT4, FF, MULT18X18D, CCU2, EBR, LUTRAM} cell counts.
     ``dsp=False`` maps every multiplier to logic (``synth_ecp5 -nodsp``)."""
-    from sim.runner import verilog_text
     text = verilog_text(elaboratable, name)
     with tempfile.TemporaryDirectory(prefix="bcq-synth-") as tmp:
         Path(tmp, f"{name}.v").write_text(text)

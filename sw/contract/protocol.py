@@ -1,10 +1,12 @@
-"""Host link protocol of the board top (UART), defined once: the gateware (``hw.host_link``)
-reads these constants, the host driver (``sw.driver``) builds and parses frames with these
+"""Host link protocol of the board top (UART), defined once: the gateware (``bcq.hw.host_link``)
+reads these constants, the host driver (``bcq.sw.host.driver``) builds and parses frames with these
 functions.
 
 Request:  0xA5, cmd, len (2 bytes LE), payload (len bytes), CRC-16 (2 bytes LE) of cmd..payload
 Reply:    0x5A, status, len (2 bytes LE), payload, CRC-16 (2 bytes LE) of status..payload
-CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no reflection, no final xor).
+CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no reflection, no final xor):
+``amaranth.lib.crc.catalog.CRC16_CCITT_FALSE``, computed in software with ``.compute()`` here
+and in hardware by the same parameters' ``.create()`` processor.
 
 A request's payload is buffered whole and checked before it acts: a bad CRC, an unknown command
 or a bad length changes nothing and gets an error reply. A frame that stops arriving is dropped
@@ -12,13 +14,20 @@ after ``IDLE_TIMEOUT_BYTES`` byte times of silence, so the link never hangs.
 
 Commands (multi-byte integers little-endian; word sizes are the engine's widths rounded up to
 bytes and reported by STATUS):
-- STATUS: no payload. Reply: build id (4), lanes (1), max_rows (2), max_cols (2),
-  weight word bytes (1), scale word bytes (1), activation beat bytes (1), result bytes (1),
-  codebook entries (2), entry bits (1), protocol version (1).
+- STATUS: no payload. Reply: the fields of :data:`STATUS_LAYOUT` (build id, lanes, max_rows,
+  max_cols, weight/scale word bytes, activation beat bytes, result bytes, codebook entries,
+  entry bits, protocol version), packed little-endian.
 - WRITE_CODEBOOK: start entry (2), then one byte per entry (two's complement). Reply: empty.
 - WRITE_WEIGHTS / WRITE_SCALES: start address (2), then whole words. Reply: empty.
 - GEMV: rows (2), then the activation beats. Reply: rows x result bytes, row order.
 """
+
+from amaranth.lib import data
+from amaranth.lib.crc import catalog
+
+__all__ = ["SYNC_REQUEST", "SYNC_REPLY", "PROTOCOL_VERSION", "MAX_PAYLOAD", "IDLE_TIMEOUT_BYTES", "COMMANDS",
+           "STATUS_NAMES", "STATUS_LAYOUT", "STATUS_BYTES", "CRC", "crc16", "request", "parse_reply", "status_payload",
+           "parse_status", "nbytes"]
 
 SYNC_REQUEST = 0xA5
 SYNC_REPLY = 0x5A
@@ -42,13 +51,33 @@ STATUS_NAMES = {STATUS_OK: "ok", STATUS_BAD_CRC: "bad CRC", STATUS_UNKNOWN_COMMA
                 STATUS_BAD_LENGTH: "bad length"}
 
 
-def crc16(data, crc=0xFFFF):
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
+# The reply to STATUS: the board's identity and word sizes, little-endian in this field order.
+STATUS_LAYOUT = data.StructLayout({
+    "build_id": 32, "lanes": 8, "max_rows": 16, "max_cols": 16,
+    "weight_bytes": 8, "scale_bytes": 8, "beat_bytes": 8, "result_bytes": 8,
+    "codebook_entries": 16, "entry_bits": 8, "protocol_version": 8,
+})
+STATUS_BYTES = STATUS_LAYOUT.size // 8
+
+# CRC-16/CCITT-FALSE over bytes: `CRC.compute(data)` here, `CRC.create()` in the gateware.
+CRC = catalog.CRC16_CCITT_FALSE(data_width=8)
+
+
+def crc16(payload):
+    return CRC.compute(payload)
+
+
+def status_payload(**fields):
+    """The STATUS reply payload (bytes) carrying ``fields`` (every field of STATUS_LAYOUT)."""
+    return STATUS_LAYOUT.const(fields).as_bits().to_bytes(STATUS_BYTES, "little")
+
+
+def parse_status(payload):
+    """The STATUS reply payload as a dict of its fields; ValueError for a payload of the wrong size."""
+    if len(payload) != STATUS_BYTES:
+        raise ValueError(f"STATUS reply of {len(payload)} bytes; the protocol's is {STATUS_BYTES}")
+    value = STATUS_LAYOUT.from_bits(int.from_bytes(payload, "little"))
+    return {name: int(getattr(value, name)) for name, _ in STATUS_LAYOUT}
 
 
 def request(cmd, payload=b""):

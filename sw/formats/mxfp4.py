@@ -1,10 +1,10 @@
 """MXFP4 as the hardware baseline sees it: element and scale codes, and the exact fixed-point
-dot product that :class:`hw.mx_dot.MXFP4Dot` must produce bit for bit.
+dot product that :class:`bcq.hw.mx_dot.MXFP4Dot` must produce bit for bit.
 
 Codes: an element is 4 bits, sign in bit 3 and a magnitude index in bits 0-2 naming
 0, 0.5, 1, 1.5, 2, 3, 4, 6 (E2M1). A block of ``block`` (32) elements shares an E8M0 scale
 code ``c`` = 2**(c - 127). The hardware accepts shared exponents in ``[exp_min, exp_max]``
-(the encoder clamps to that window). Rounding is that of ``sw.formats.MXFP4``.
+(the encoder clamps to that window). Rounding is that of ``bcq.sw.formats.quantizers.MXFP4``.
 
 Exact arithmetic: with doubled magnitudes ``m`` in {0, 1, 2, 3, 4, 6, 8, 12}, an element is
 ``m/2 * 2**e``, so ``w . x = acc * 2**(2 * exp_min - 2)`` with
@@ -27,6 +27,16 @@ _VALUES = torch.tensor([d / 2 for d in DOUBLED], dtype=torch.float64)
 
 @dataclass(frozen=True)
 class MXConfig:
+    """MXFP4 as the baseline hardware takes it.
+
+    Parameters
+    ----------
+    block : int
+        Elements per shared E8M0 scale (32).
+    exp_min, exp_max : int
+        The shared exponents the hardware accepts (the encoder clamps to this window).
+    """
+
     block: int = 32
     exp_min: int = -16
     exp_max: int = 15
@@ -51,6 +61,9 @@ class MXConfig:
 
 @dataclass(frozen=True)
 class MXTensor:
+    """An MXFP4-encoded tensor: ``codes`` (uint8 [..., n], 4-bit E2M1 codes) and ``scales``
+    (uint8 [..., n / block], E8M0 codes), for the ``config`` it was encoded with."""
+
     config: MXConfig
     codes: torch.Tensor     # uint8 [..., n]
     scales: torch.Tensor    # uint8 [..., n / block]

@@ -5,7 +5,7 @@ An image is a directory::
     manifest.json                 kind, version, BCQ config, engine layout, layers, SHA-256 of
                                   every file and of the manifest itself
     codebook.hex / codebook.bin   Nc*16 entries
-    <layer>.weights.hex / .bin    weight words   (layout: sw.image_layout.EngineLayout)
+    <layer>.weights.hex / .bin    weight words   (layout: bcq.sw.contract.image_layout.EngineLayout)
     <layer>.scales.hex / .bin     scale words
 
 ``.hex`` is ``$readmemh`` text (one word per line, ceil(width/4) hex digits); ``.bin`` is raw
@@ -23,15 +23,14 @@ import tempfile
 
 import torch
 
-from .codebooks import Codebooks
-from .config import BCQConfig
-from .errors import BCQError, ConfigError, FileFormatError
-from .image_layout import EngineLayout
-from .lobcq import BCQTensor, encode
-from .numerics import scale_decode
+from bcq.sw.contract.image_layout import EngineLayout, scale_words, weight_words, words_to_tensor
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import BCQError, ConfigError, FileFormatError
+from bcq.sw.formats.lobcq import BCQTensor, encode
+from bcq.sw.formats.numerics import scale_decode
 
-__all__ = ["write_image", "read_image", "Image", "LayerImage", "weight_words", "scale_words",
-           "words_to_tensor", "IMAGE_KIND", "IMAGE_VERSION"]
+__all__ = ["write_image", "read_image", "Image", "LayerImage", "IMAGE_KIND", "IMAGE_VERSION"]
 
 IMAGE_KIND = "bcq-image"
 IMAGE_VERSION = 1
@@ -41,6 +40,20 @@ MAX_COLS = 1 << 20
 
 @dataclass
 class LayerImage:
+    """One layer of a weight image.
+
+    Members
+    -------
+    name : str
+        The tensor's name in the model.
+    shape : tuple
+        (rows, cols) of the weight matrix.
+    weights : :class:`BCQTensor`
+        The encoded matrix (decoded back from the memory words).
+    weight_words, scale_words : list of int
+        The engine's memory contents, in address order (``EngineLayout``).
+    """
+
     name: str
     shape: tuple
     weights: BCQTensor
@@ -50,6 +63,22 @@ class LayerImage:
 
 @dataclass
 class Image:
+    """A verified weight image (:func:`read_image`).
+
+    Members
+    -------
+    path : Path
+        Its directory.
+    layout : :class:`EngineLayout`
+        The engine word layout (and format config) it was written for.
+    codebooks : :class:`Codebooks`
+        The codebook table.
+    layers : dict
+        Layer name -> :class:`LayerImage`, in manifest order.
+    manifest : dict
+        The parsed manifest.json.
+    """
+
     path: Path
     layout: EngineLayout
     codebooks: Codebooks
@@ -59,84 +88,6 @@ class Image:
     @property
     def config(self) -> BCQConfig:
         return self.layout.config
-
-
-# -- word packing (field offsets come from the layout object) ------------------------------
-
-def _lane_fields(layout: EngineLayout):
-    lane = layout.lane_layout
-    idx = lane["idx"]
-    idx_w = layout.config.index_bits
-    idx_off = [idx.offset + j * idx_w for j in range(layout.scalars_per_beat)]
-    sel_off = []
-    if layout.config.selector_bits:
-        sel = lane["sel"]
-        sel_off = [sel.offset + b * layout.config.selector_bits for b in range(layout.blocks_per_cycle)]
-    lane_w = layout.weight_width // layout.lanes
-    return idx_off, sel_off, lane_w
-
-
-def _scale_fill(cfg: BCQConfig):
-    """Scale code of padding rows: the smallest code (value 0 for E4M3)."""
-    return 0 if cfg.scale_format == "e4m3" else 127 + cfg.scale.exp_min
-
-
-def weight_words(q: BCQTensor, layout: EngineLayout):
-    """Weight-memory words (ints) of a 2-D encoded matrix, in address order."""
-    rows, cols = q.shape
-    layout.check_shape(rows, cols)
-    R, S, B = layout.lanes, layout.scalars_per_beat, layout.blocks_per_cycle
-    idx_off, sel_off, lane_w = _lane_fields(layout)
-    groups, bpr = layout.groups(rows), layout.beats_per_row(cols)
-    pad = groups * R - rows
-    idx = torch.cat([q.indices, torch.zeros(pad, cols, dtype=torch.uint8)]).reshape(groups, R, bpr, S).tolist()
-    sel = torch.cat([q.selectors, torch.zeros(pad, cols // q.config.block_len, dtype=torch.uint8)]
-                    ).reshape(groups, R, bpr, B).tolist()
-    words = []
-    for g in range(groups):
-        for k in range(bpr):
-            word = 0
-            for r in range(R):
-                base = r * lane_w
-                for off, v in zip(idx_off, idx[g][r][k]):
-                    word |= v << (base + off)
-                for off, v in zip(sel_off, sel[g][r][k]):
-                    word |= v << (base + off)
-            words.append(word)
-    return words
-
-
-def scale_words(q: BCQTensor, layout: EngineLayout):
-    rows, cols = q.shape
-    R, groups, apr = layout.lanes, layout.groups(rows), layout.arrays_per_row(cols)
-    pad = groups * R - rows
-    sc = torch.cat([q.scales, torch.full((pad, apr), _scale_fill(q.config), dtype=torch.uint8)])
-    sc = sc.reshape(groups, R, apr).tolist()
-    w = layout.config.scale_bits
-    return [sum(sc[g][r][a] << (r * w) for r in range(R)) for g in range(groups) for a in range(apr)]
-
-
-def words_to_tensor(wwords, swords, shape, codebooks, tensor_scale, layout: EngineLayout):
-    """Inverse of weight_words/scale_words: rebuild the encoded matrix."""
-    rows, cols = shape
-    R, B = layout.lanes, layout.blocks_per_cycle
-    idx_off, sel_off, lane_w = _lane_fields(layout)
-    groups, bpr, apr = layout.groups(rows), layout.beats_per_row(cols), layout.arrays_per_row(cols)
-    im, sm = (1 << layout.config.index_bits) - 1, (1 << layout.config.selector_bits) - 1
-    idx = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
-    sel = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
-    for g in range(groups):
-        for k in range(bpr):
-            word = wwords[g * bpr + k]
-            for r in range(R):
-                lane = word >> (r * lane_w)
-                idx[g][r][k] = [(lane >> off) & im for off in idx_off]
-                sel[g][r][k] = [(lane >> off) & sm for off in sel_off] if sel_off else [0] * B
-    w = layout.config.scale_bits
-    sc = [[[(swords[g * apr + a] >> (r * w)) & 0xFF for a in range(apr)] for r in range(R)] for g in range(groups)]
-    t = lambda v, *s: torch.tensor(v, dtype=torch.uint8).reshape(*s)[:rows]  # noqa: E731
-    return BCQTensor(codebooks, t(idx, groups * R, cols), t(sel, groups * R, cols // layout.config.block_len),
-                     t(sc, groups * R, apr), tensor_scale)
 
 
 # -- files -------------------------------------------------------------------------------------

@@ -5,15 +5,15 @@ against the golden model, and the error against FP32."""
 from pathlib import Path
 import time
 
+from bcq.hw.units import write_verilog
+from bcq.sim.engine_run import simulate_layer
+from bcq.sw.formats.config import DEFAULT
+from bcq.sw.host.models import minilm_layer, minilm_path
+
 LAYER = "encoder.layer.0.attention.self.query.weight"
 
 
 def run_demo(output="out/demo", *, lanes=4, vectors=4, waves=False):
-    from hw.units import write_verilog
-    from sw.config import DEFAULT
-    from sw.models import minilm_layer, minilm_path
-    from .engine_run import simulate_layer
-
     out = Path(output).resolve()
     t0 = time.perf_counter()
     weight = minilm_layer(LAYER)

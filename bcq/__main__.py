@@ -1,0 +1,6 @@
+"""``python -m bcq`` is the ``bcq`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

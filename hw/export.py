@@ -1,0 +1,12 @@
+"""Verilog export: the one place gateware becomes Verilog text (``bcq verilog``, the simulation
+runners and the synthesis runners all call :func:`verilog_text`)."""
+
+from amaranth.back import verilog
+
+__all__ = ["verilog_text"]
+
+
+def verilog_text(elaboratable, name):
+    """Verilog of ``elaboratable`` with top module ``name`` (no source locations, so the text,
+    and the build caches keyed on it, do not change when unrelated Python lines move)."""
+    return verilog.convert(elaboratable, name=name, emit_src=False)

@@ -1,0 +1,206 @@
+"""Word layout of the BCQ matrix-vector engine's memories: defined here once.
+
+The image writer and reader (``bcq.sw.host.image``), the engine's memory initialization and write ports
+(``bcq.hw.gemv``) and host drivers all use these layouts and address formulas.
+
+Memories (R = ``lanes`` rows computed in parallel, B = ``blocks_per_cycle``):
+
+- **weights**: one word per (row group g, beat k): for each lane r, the 4-bit indices of the
+  Lb*B scalars of beat k of row g*R + r, and their B selectors. Address ``g * beats_per_row + k``.
+- **scales**: one word per (row group g, block array a): the R lanes' 8-bit scale codes.
+  Address ``g * arrays_per_row + a``.
+- **codebook**: Nc x 16 signed ``entry_bits`` entries, address ``selector * 16 + index``.
+
+Rows past the matrix (padding of the last group) hold index 0, selector 0 and the smallest
+scale code; the engine does not emit their results.
+"""
+
+from dataclasses import dataclass
+import math
+
+from amaranth import unsigned
+from amaranth.hdl import Shape
+from amaranth.lib import data
+import torch
+
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import ConfigError
+from bcq.sw.formats.lobcq import BCQTensor
+
+from .beats import operand_fields
+from .geometry import BeatGeometry
+
+__all__ = ["EngineLayout", "weight_words", "scale_words", "words_to_tensor", "scale_fill"]
+
+
+@dataclass(frozen=True)
+class EngineLayout:
+    """Memory word layout of an engine of ``lanes`` rows computed in parallel.
+
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.config.BCQConfig`
+    lanes : int
+        R, rows computed in parallel (1..64).
+    blocks_per_cycle : int
+        B, blocks per beat (validated by :class:`bcq.sw.contract.geometry.BeatGeometry`).
+
+    Members
+    -------
+    geometry : :class:`BeatGeometry`
+        Scalars per beat and beats per array, shared with the activation stream.
+    weight_word, scale_word : data layouts
+        One weight-memory word (R lanes of :meth:`lane_layout`) and one scale-memory word.
+    """
+
+    config: BCQConfig
+    lanes: int = 4
+    blocks_per_cycle: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.lanes, int) or isinstance(self.lanes, bool) or not 1 <= self.lanes <= 64:
+            raise ConfigError("lanes", self.lanes, "1..64")
+        object.__setattr__(self, "geometry", BeatGeometry(self.config, self.blocks_per_cycle))
+
+    # -- shapes -------------------------------------------------------------------------
+    @property
+    def scalars_per_beat(self):
+        return self.geometry.scalars_per_beat
+
+    @property
+    def beats_per_array(self):
+        return self.geometry.beats_per_array
+
+    @property
+    def lane_layout(self):
+        """One row's part of a weight word: the operand fields of one beat."""
+        return data.StructLayout(operand_fields(self.geometry))
+
+    @property
+    def weight_word(self):
+        return data.ArrayLayout(self.lane_layout, self.lanes)
+
+    @property
+    def scale_word(self):
+        return data.ArrayLayout(unsigned(self.config.scale_bits), self.lanes)
+
+    @property
+    def weight_width(self):
+        return Shape.cast(self.weight_word).width
+
+    @property
+    def scale_width(self):
+        return Shape.cast(self.scale_word).width
+
+    # -- addresses and depths ----------------------------------------------------------------
+    def check_shape(self, rows, cols):
+        if rows < 1 or cols < 1 or cols % self.config.array_len:
+            raise ConfigError("shape", (rows, cols),
+                              f"rows >= 1 and cols a positive multiple of array_len={self.config.array_len}")
+
+    def groups(self, rows):
+        return math.ceil(rows / self.lanes)
+
+    def beats_per_row(self, cols):
+        return cols // self.scalars_per_beat
+
+    def arrays_per_row(self, cols):
+        return cols // self.config.array_len
+
+    def weight_depth(self, rows, cols):
+        return self.groups(rows) * self.beats_per_row(cols)
+
+    def scale_depth(self, rows, cols):
+        return self.groups(rows) * self.arrays_per_row(cols)
+
+    def describe(self):
+        """The layout as JSON-able data (written into the image manifest)."""
+        def fields(layout):
+            return [{"name": name, "offset": f.offset, "width": Shape.cast(f.shape).width}
+                    for name, f in layout]
+        return {"lanes": self.lanes, "blocks_per_cycle": self.blocks_per_cycle,
+                "weight_word": {"width": self.weight_width, "lane_width": Shape.cast(self.lane_layout).width,
+                                "lane_fields": fields(self.lane_layout),
+                                "address": "group * beats_per_row + beat"},
+                "scale_word": {"width": self.scale_width, "lane_width": self.config.scale_bits,
+                               "address": "group * arrays_per_row + array"},
+                "codebook": {"width": self.config.entry_bits, "depth": self.config.n_codebooks * 16,
+                             "address": "selector * 16 + index"}}
+
+
+# -- word packing (field offsets come from the layout object) ------------------------------
+
+def _lane_fields(layout: EngineLayout):
+    lane = layout.lane_layout
+    idx = lane["idx"]
+    idx_w = layout.config.index_bits
+    idx_off = [idx.offset + j * idx_w for j in range(layout.scalars_per_beat)]
+    sel_off = []
+    if layout.config.selector_bits:
+        sel = lane["sel"]
+        sel_off = [sel.offset + b * layout.config.selector_bits for b in range(layout.blocks_per_cycle)]
+    lane_w = layout.weight_width // layout.lanes
+    return idx_off, sel_off, lane_w
+
+
+def scale_fill(cfg: BCQConfig):
+    """Scale code of padding rows: the smallest code (value 0 for E4M3)."""
+    return 0 if cfg.scale_format == "e4m3" else 127 + cfg.scale.exp_min
+
+
+def weight_words(q: BCQTensor, layout: EngineLayout):
+    """Weight-memory words (ints) of a 2-D encoded matrix, in address order."""
+    rows, cols = q.shape
+    layout.check_shape(rows, cols)
+    R, S, B = layout.lanes, layout.scalars_per_beat, layout.blocks_per_cycle
+    idx_off, sel_off, lane_w = _lane_fields(layout)
+    groups, bpr = layout.groups(rows), layout.beats_per_row(cols)
+    pad = groups * R - rows
+    idx = torch.cat([q.indices, torch.zeros(pad, cols, dtype=torch.uint8)]).reshape(groups, R, bpr, S).tolist()
+    sel = torch.cat([q.selectors, torch.zeros(pad, cols // q.config.block_len, dtype=torch.uint8)]
+                    ).reshape(groups, R, bpr, B).tolist()
+    words = []
+    for g in range(groups):
+        for k in range(bpr):
+            word = 0
+            for r in range(R):
+                base = r * lane_w
+                for off, v in zip(idx_off, idx[g][r][k]):
+                    word |= v << (base + off)
+                for off, v in zip(sel_off, sel[g][r][k]):
+                    word |= v << (base + off)
+            words.append(word)
+    return words
+
+
+def scale_words(q: BCQTensor, layout: EngineLayout):
+    rows, cols = q.shape
+    R, groups, apr = layout.lanes, layout.groups(rows), layout.arrays_per_row(cols)
+    pad = groups * R - rows
+    sc = torch.cat([q.scales, torch.full((pad, apr), scale_fill(q.config), dtype=torch.uint8)])
+    sc = sc.reshape(groups, R, apr).tolist()
+    w = layout.config.scale_bits
+    return [sum(sc[g][r][a] << (r * w) for r in range(R)) for g in range(groups) for a in range(apr)]
+
+
+def words_to_tensor(wwords, swords, shape, codebooks, tensor_scale, layout: EngineLayout):
+    """Inverse of weight_words/scale_words: rebuild the encoded matrix."""
+    rows, cols = shape
+    R, B = layout.lanes, layout.blocks_per_cycle
+    idx_off, sel_off, lane_w = _lane_fields(layout)
+    groups, bpr, apr = layout.groups(rows), layout.beats_per_row(cols), layout.arrays_per_row(cols)
+    im, sm = (1 << layout.config.index_bits) - 1, (1 << layout.config.selector_bits) - 1
+    idx = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
+    sel = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
+    for g in range(groups):
+        for k in range(bpr):
+            word = wwords[g * bpr + k]
+            for r in range(R):
+                lane = word >> (r * lane_w)
+                idx[g][r][k] = [(lane >> off) & im for off in idx_off]
+                sel[g][r][k] = [(lane >> off) & sm for off in sel_off] if sel_off else [0] * B
+    w = layout.config.scale_bits
+    sc = [[[(swords[g * apr + a] >> (r * w)) & 0xFF for a in range(apr)] for r in range(R)] for g in range(groups)]
+    t = lambda v, *s: torch.tensor(v, dtype=torch.uint8).reshape(*s)[:rows]  # noqa: E731
+    return BCQTensor(codebooks, t(idx, groups * R, cols), t(sel, groups * R, cols // layout.config.block_len),
+                     t(sc, groups * R, apr), tensor_scale)

@@ -1,0 +1,1 @@
+"""Layer (a): the formats and the golden model. Imports nothing else of the project."""
