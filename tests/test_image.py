@@ -96,7 +96,7 @@ def damage(path, how, rehash=False):
     ("no manifest", "manifest.json", "missing"), ("not json", "manifest.json", "not valid JSON"),
     ("whitespace", "manifest.json", "not the text this program writes"),
     ("shape+", "manifest.json", "do not match shape"), ("config+", "manifest.json", "block_len=3"),
-    ("layout+", "manifest.json", "layout does not match"), ("path escape+", "manifest.json", "not a plain file name")])
+    ("layout+", "manifest.json", "layout does not match"), ("path escape+", "manifest.json", "is not the file name a.weight.weights.bin the writer uses")])
 def test_damage_is_a_named_error(image, how, where, words):
     path = image[0]
     damage(path, how.rstrip("+"), rehash=how.endswith("+"))
