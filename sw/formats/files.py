@@ -77,10 +77,11 @@ def read_regular(path, *, max_bytes=None, size=None, inside=None, what="file"):
         raise FileFormatError(path, "no such file") from None
     except OSError as e:
         raise FileFormatError(path, f"cannot read: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileFormatError(path, f"is {file_kind(st.st_mode)}, not a regular file")
     with os.fdopen(fd, "rb", buffering=0) as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileFormatError(path, f"is {file_kind(st.st_mode)}, not a regular file")
         if size is not None and st.st_size != size:
             raise FileFormatError(path, f"{st.st_size} bytes; the {what} must be {size} bytes")
         if max_bytes is not None and st.st_size > max_bytes:

@@ -93,6 +93,8 @@ class DirectoryUpdate:
         ``owned(directory)`` returns the names of the files a previous writer of this kind
         created in ``directory`` (they may be removed), or raises :class:`FileFormatError` when
         the directory holds no such set (its message says why).
+    anchor : str
+        The file ``owned`` reads (``manifest.json``): written last, removed last.
     force : bool
         Also write into a non-empty directory that ``owned`` refuses; its files are kept.
     what : str
@@ -109,8 +111,9 @@ class DirectoryUpdate:
     the block without ``commit()`` (an exception) removes the new files and keeps ``target``.
     """
 
-    def __init__(self, target, owned, *, force=False, what="image", log=None):
+    def __init__(self, target, owned, *, anchor, force=False, what="image", log=None):
         self.shown = Path(target)
+        self.anchor = anchor
         self.path = Path(os.path.realpath(target))
         self.owned, self.force, self.what = owned, force, what
         self.log = log or (lambda message: None)
@@ -160,7 +163,8 @@ class DirectoryUpdate:
             owned = set(self.owned(self.path))
         except FileFormatError as e:
             if not self.force:
-                raise FileFormatError(self.shown, f"is not empty and holds no {self.what} ({e.problem}); choose a "
+                raise FileFormatError(self.shown, f"is not empty and holds no {self.what} ({Path(e.path).name}: {e.problem}); "
+                                      "choose a "
                                       f"new or empty directory, or pass --force to write the {self.what} beside "
                                       "its files (they are kept)") from None
             owned = set()
@@ -203,11 +207,11 @@ class DirectoryUpdate:
             else:
                 self.log(f"removed {left}, left by an interrupted write")
 
-    @staticmethod
-    def _remove_entries(directory, names):
+    def _remove_entries(self, directory, names):
         """Unlink ``names`` (files and links only) in ``directory``, then the directory if it is
-        empty; the names that stay."""
-        for name in names:
+        empty; the names that stay. The file that identifies the directory (``anchor``, then the
+        marker) goes last, so a removal cut short can be finished by a later run."""
+        for name in sorted(names, key=lambda n: (n == MARKER, n == self.anchor, n)):
             p = directory / name
             if not os.path.isdir(p) or os.path.islink(p):
                 try:

@@ -204,7 +204,7 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
     cfg = layout.config
     files = {}
 
-    with DirectoryUpdate(out_dir, image_files, force=force, what="image", log=log) as out:
+    with DirectoryUpdate(out_dir, image_files, anchor=MANIFEST, force=force, what="image", log=log) as out:
         def emit(stem, words, width):
             entry = {"depth": len(words), "width": width}
             for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
