@@ -308,8 +308,7 @@ def _read_words(root, entry, stem, depth, width, where, manifest_path, checksums
         path = root / name
         if not os.path.lexists(path):
             raise FileFormatError(path, f"missing (listed in {MANIFEST})")
-        payload = read_regular(path, size=size, inside=root,
-                               what=f"file of {depth} words of {width} bits ({where.rstrip('.')})")
+        payload = read_regular(path, size=size, inside=root, what=f"{ext} file of {depth} words of {width} bits")
         if hashlib.sha256(payload).hexdigest() != want:
             raise FileFormatError(path, "SHA-256 mismatch: the file is damaged or was changed")
         data[ext] = payload
