@@ -203,7 +203,8 @@ def cmd_demo(args):
 def cmd_build(args):
     if args.layer is not None and args.image is None:
         raise BCQError("--layer names a layer of --image; give --image too")
-    report = build_bitstream(args.board, args.output, image=args.image, layer=args.layer, report_path=args.json)
+    report = build_bitstream(args.board, args.output, image=args.image, layer=args.layer, report_path=args.json,
+                             progress=not args.quiet)
     print(format_report(report))
     if not report["met"] and args.strict:
         raise BCQError(f"{args.board}: Fmax {report['fmax_mhz']:.1f} MHz misses {report['target_mhz']:.0f} MHz")

@@ -8,7 +8,7 @@ from typing import Callable
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.axbxp import BxPConfig
 from bcq.sw.formats.codebooks import default_codebooks
-from bcq.sw.formats.config import DEFAULT, BCQConfig
+from bcq.sw.formats.config import DEFAULT
 from bcq.sw.formats.errors import BCQError, ConfigError
 from bcq.sw.formats.files import atomic_write, check_writable_file
 from bcq.sw.formats.golden import DEFAULT_MAX_LEN

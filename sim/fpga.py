@@ -13,6 +13,7 @@ import time
 from bcq.hw.board import BOARDS, BoardTop
 from bcq.sw.formats.errors import BCQError, FileFormatError
 from bcq.sw.formats.files import atomic_write, check_writable_file
+from bcq.sw.host.progress import step
 
 __all__ = ["build_bitstream", "parse_report"]
 
@@ -41,7 +42,8 @@ def parse_report(text, clock_hz):
     return {"cells": cells, "fmax_mhz": f, "target_mhz": clock_hz / 1e6, "met": f >= clock_hz / 1e6}
 
 
-def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=None, report_path=None):
+def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=None, report_path=None,
+                    progress=False):
     """Build ``board``'s bitstream in ``out_dir/board`` and return the report (a dict).
 
     Parameters
@@ -57,6 +59,8 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
     report_path : path-like, optional
         Also write the report as JSON there (atomically). Its directory must exist; that and
         the build directory are checked before the toolchain runs, not after.
+    progress : bool
+        Show the elapsed time of the (minutes-long) toolchain run on stderr (on a terminal).
     """
     if board not in BOARDS:
         raise BCQError(f"unknown board {board!r}; allowed: {', '.join(BOARDS)}")
@@ -81,8 +85,9 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
     try:
         # --timing-allow-fail: a design that misses the clock still gets its bitstream and report;
         # the report says it fails timing.
-        platform.build(top, name="top", build_dir=str(out), do_program=False,
-                       nextpnr_opts="--timing-allow-fail")
+        with step(f"{board}: Yosys, nextpnr, pack", enabled=progress):
+            platform.build(top, name="top", build_dir=str(out), do_program=False,
+                           nextpnr_opts="--timing-allow-fail")
     except (OSError, __import__("subprocess").CalledProcessError) as e:  # toolchain failures
         raise BCQError(f"{board}: the FPGA build failed ({type(e).__name__}); logs in {out}/") from None
     log = "".join(p.read_text(errors="replace") for p in sorted(out.glob("top*.tim")) + sorted(out.glob("*.log"))

@@ -57,6 +57,7 @@ def test_every_listed_mistake_is_one_named_line(files, capsys, tmp_path):
     other_nc = next(n for n in ALLOWED_N_CODEBOOKS if n != cfg.n_codebooks)
     other = cfg.__class__(**{**cfg.to_dict(), "n_codebooks": other_nc})
     rows = default_codebooks().entries.tolist()
+    allowed = f"INT{cfg.entry_bits} allows [{cfg.entry_min}, {cfg.entry_max}]"
     rest_min = min(v for i, row in enumerate(rows) for j, v in enumerate(row) if (i, j) != (0, 0))
     cases = [
         # tracebacks before
@@ -71,14 +72,16 @@ def test_every_listed_mistake_is_one_named_line(files, capsys, tmp_path):
         (["calibrate", "ok.pt", "-o", "c.json", "--seed", str(MAX_SEED + 1)],
          usage("calibrate", f"argument --seed: {MAX_SEED + 1} is out of range; allowed: 0..{MAX_SEED}")),
         (["quantize", "ok.pt", "--codebooks", "cb63.json"],
-         f"bcq: error: cb63.json: field 'entries': codebook entries span [{rest_min}, 9.22e+18]; INT{cfg.entry_bits} allows [{cfg.entry_min}, {cfg.entry_max}]\n"),
+         f"bcq: error: cb63.json: field 'entries': codebook entries span [{rest_min}, 9.22e+18]; {allowed}\n"),
         (["quantize", "ok.pt", "--codebooks", "cb1e30int.json"],
-         f"bcq: error: cb1e30int.json: field 'entries': codebook entries span [{rest_min}, 1e+30]; INT{cfg.entry_bits} allows [{cfg.entry_min}, {cfg.entry_max}]\n"),
+         f"bcq: error: cb1e30int.json: field 'entries': codebook entries span [{rest_min}, 1e+30]; {allowed}\n"),
         (["quantize", "ok.pt", "--codebooks", "cb1e30.json"],
          "bcq: error: cb1e30.json: field 'entries' must be a list of lists of integers\n"),
-        (["quantize", "ok.pt", "--codebooks", "deep.json"], "bcq: error: deep.json: JSON nested deeper than 32 levels\n"),
+        (["quantize", "ok.pt", "--codebooks", "deep.json"],
+         "bcq: error: deep.json: JSON nested deeper than 32 levels\n"),
         (["demo", "--vectors", "0"], usage("demo", "argument --vectors: 0 is out of range; allowed: an integer >= 1")),
-        (["demo", "--vectors", "-1"], usage("demo", "argument --vectors: -1 is out of range; allowed: an integer >= 1")),
+        (["demo", "--vectors", "-1"],
+         usage("demo", "argument --vectors: -1 is out of range; allowed: an integer >= 1")),
         (["build", "--board", BOARD, "-o", "b", "--json", "nodir/report.json"],
          f"bcq: error: nodir/report.json: cannot write: no directory {tmp_path / 'nodir'}\n"),
         # nonsense accepted before
@@ -135,7 +138,8 @@ def test_an_unwritable_output_directory_is_one_line(files, capsys, monkeypatch):
     monkeypatch.setattr(os, "open", open_)
     assert run(capsys, "weights", "m.pt", "-o", "ro/img", "--quiet") == (
         2, f"bcq: error: ro/img: cannot write beside it in {ro}: Permission denied\n")
-    assert run(capsys, "quantize", "ok.pt", "-o", "ro/q.pt") == (2, "bcq: error: ro/q.pt: cannot write: Permission denied\n")
+    assert run(capsys, "quantize", "ok.pt", "-o", "ro/q.pt") == (
+        2, "bcq: error: ro/q.pt: cannot write: Permission denied\n")
     assert run(capsys, "calibrate", "ok.pt", "-o", "ro/cb.json", "--iters", "1", "--quiet") == (
         2, "bcq: error: ro/cb.json: cannot write: Permission denied\n")
     assert run(capsys, "verilog", "--unit", "int-mac", "-o", "ro/m.v", "--quiet") == (

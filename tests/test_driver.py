@@ -43,7 +43,8 @@ def status_of(layout, **changes):
 def loaded(img, layer, extra_replies=(), **status_changes):
     """An accelerator whose board answered STATUS and took the codebooks and the layer."""
     n_writes = 0
-    for words, nbytes in ((img.codebooks.entries.numel(), 1), (len(layer.weight_words), P.nbytes(img.layout.weight_width)),
+    for words, nbytes in ((img.codebooks.entries.numel(), 1),
+                          (len(layer.weight_words), P.nbytes(img.layout.weight_width)),
                           (len(layer.scale_words), P.nbytes(img.layout.scale_width))):
         n_writes += -(-words // ((P.MAX_PAYLOAD - 2) // nbytes))
     board = Board(reply(status_of(img.layout, **status_changes)), *[reply()] * n_writes, *extra_replies)

@@ -204,12 +204,12 @@ def test_cli_weights_verify_show_and_verilog(tmp_path):
     save_file(sd, str(tmp_path / "m.safetensors"))
     r = bcq("weights", tmp_path / "m.pt", "-o", tmp_path / "img")
     assert r.returncode == 0, r.stderr
-    la = default_codebooks().config.array_len
+    la, layout = default_codebooks().config.array_len, EngineLayout(default_codebooks().config)
     assert r.stdout.splitlines()[:3] == [
         "  skipped 2 tensors that are not 2-D floating-point weights (*.weight): 0.bias 16, 2.bias 64",
         f"  skipped 1 weights whose columns are not a multiple of array_len={la}: 2.weight 64 x 16",
-        f"  0.weight: 16 x 128 -> 0.weight.weights.bin ({EngineLayout(default_codebooks().config).weight_depth(16, 128)} "
-        f"x {EngineLayout(default_codebooks().config).weight_width} bits), 0.weight.scales.bin"]
+        f"  0.weight: 16 x 128 -> 0.weight.weights.bin ({layout.weight_depth(16, 128)} x {layout.weight_width} bits), "
+        "0.weight.scales.bin"]
     r = bcq("weights", tmp_path / "m.safetensors", "-o", tmp_path / "img2", "--layers", "0.weight", "--lanes", "2")
     assert r.returncode == 0, r.stderr
     r = bcq("image", "verify", tmp_path / "img")
@@ -237,7 +237,8 @@ def test_cli_weights_verify_show_and_verilog(tmp_path):
     (["weights", "m.pt", "-o", "x", "--layers", "b"],
      "bcq: error: layer b: a 2-D floating-point weight is needed, got (4,) of torch.float32"),
     (["weights", "m.pt", "-o", "x", "--lanes", "0"],
-     "bcq: error: bcq weights: argument --lanes: 0 is out of range; allowed: an integer >= 1 (see 'bcq weights --help')"),
+     "bcq: error: bcq weights: argument --lanes: 0 is out of range; allowed: an integer >= 1 "
+     "(see 'bcq weights --help')"),
     (["weights", "m.pt", "-o", "x", "--lanes", "65"], "bcq: error: invalid config: lanes=65; allowed: 1..64"),
     (["image", "verify", "nodir"], "bcq: error: nodir: no such image directory"),
     (["image", "verify", "m.pt"], "bcq: error: m.pt: not a directory")])

@@ -113,8 +113,8 @@ def test_sigkill_of_bcq_weights_at_random_moments(tmp_path, capsys, seed):
         got = snapshot(img)
         assert got in (want["a"], want["b"]), f"SIGKILL left a mixed image in {img}"
         assert main(["image", "verify", str(img), "--quiet"]) == 0
-        assert read_image(img).layers.keys() == (read_image(tmp_path / "ref_a" / "img").layers.keys()
-                                                 if got == want["a"] else read_image(tmp_path / "ref_b" / "img").layers.keys())
+        ref = tmp_path / ("ref_a" if got == want["a"] else "ref_b") / "img"
+        assert read_image(img).layers.keys() == read_image(ref).layers.keys()
         # A later run removes whatever the killed one left beside the image.
         assert main(["weights", str(a), "-o", str(img), "--quiet"]) == 0
         assert snapshot(img) == want["a"]

@@ -163,7 +163,8 @@ class DirectoryUpdate:
             owned = set(self.owned(self.path))
         except FileFormatError as e:
             if not self.force:
-                raise FileFormatError(self.shown, f"is not empty and holds no {self.what} ({Path(e.path).name}: {e.problem}); "
+                reason = f"{Path(e.path).name}: {e.problem}"
+                raise FileFormatError(self.shown, f"is not empty and holds no {self.what} ({reason}); "
                                       "choose a "
                                       f"new or empty directory, or pass --force to write the {self.what} beside "
                                       "its files (they are kept)") from None
@@ -232,7 +233,7 @@ class DirectoryUpdate:
             raise FileFormatError(self.shown / name, f"exists and was not written as part of an {self.what}; the "
                                   f"{self.what} needs this name: move the file away or choose another directory")
         if name in self.names or Path(name).name != name or name in (MARKER, ".", ".."):
-            raise FileFormatError(self.shown / name, f"written twice or not a plain file name")
+            raise FileFormatError(self.shown / name, "written twice or not a plain file name")
         try:
             write_new(self.tmp / name, payload)
         except OSError as e:

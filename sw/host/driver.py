@@ -117,12 +117,10 @@ class Accelerator:
     # -- frames -------------------------------------------------------------------------------
 
     def _read(self, n, deadline, name):
-        """Up to ``n`` bytes, as many as arrive before ``deadline`` (a monotonic time)."""
+        """Up to ``n`` bytes: those that arrive before ``deadline`` (a monotonic time), and at
+        least one read's worth, so bytes already waiting are never refused."""
         buf = bytearray()
         while len(buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             try:
                 chunk = self.transport.read(n - len(buf))
             except OSError as e:  # pyserial's SerialException is one
@@ -132,9 +130,12 @@ class Accelerator:
             if not isinstance(chunk, (bytes, bytearray)) or len(chunk) > n - len(buf):
                 raise LinkError(f"{name}: the transport's read({n - len(buf)}) returned "
                                 f"{type(chunk).__name__} of length {len(chunk) if hasattr(chunk, '__len__') else '?'}")
-            if not chunk:
-                time.sleep(min(0.001, max(remaining, 0)))  # a non-blocking transport: do not spin
             buf += chunk
+            remaining = deadline - time.monotonic()
+            if len(buf) >= n or remaining <= 0:
+                break
+            if not chunk:
+                time.sleep(min(0.001, remaining))  # a non-blocking transport: do not spin
         return bytes(buf)
 
     def _resync(self):
@@ -240,7 +241,8 @@ class Accelerator:
         """Load one layer of a weight image (``read_image(...).layers[name]``), checked against
         the board: lanes, word sizes, rows and columns."""
         if not isinstance(layer, LayerImage):
-            raise BCQError(f"write_layer takes a LayerImage (read_image(path).layers[name]), not {type(layer).__name__}")
+            raise BCQError("write_layer takes a LayerImage (read_image(path).layers[name]), not "
+                           f"{type(layer).__name__}")
         if layer.layout is None:
             raise BCQError(f"layer {layer.name}: its engine layout is unknown (load it with read_image)")
         rows, cols = layer.shape
@@ -298,8 +300,8 @@ class Accelerator:
         if image is not None and (not isinstance(image, Image) or image.codebooks != codebooks):
             raise BCQError("gemv: image must be the Image the loaded layer came from")
         if not isinstance(x, torch.Tensor) or x.dim() != 1:
-            raise BCQError(f"gemv: x must be a 1-D float tensor, not "
-                           f"{'a tensor of shape ' + str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__}")
+            got = f"a tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise BCQError(f"gemv: x must be a 1-D float tensor, not {got}")
         q = encode(x, codebooks)
         acc = torch.tensor(self.gemv_fixed(q), dtype=torch.int64)
         return to_value(acc, self.layer.weights, q)

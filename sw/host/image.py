@@ -398,7 +398,8 @@ def read_image(path, expect: EngineLayout | None = None, *, progress=False) -> I
                          checksums, f"shape {shape}")
         q = words_to_tensor(ww, sw, (rows, cols), codebooks, float(ts), layout)
         if q.selectors.numel() and int(q.selectors.max()) >= config.n_codebooks:
-            raise FileFormatError(root / entry["weights"]["bin"], f"a selector exceeds n_codebooks={config.n_codebooks}")
+            raise FileFormatError(root / entry["weights"]["bin"],
+                                  f"a selector exceeds n_codebooks={config.n_codebooks}")
         try:
             scale_decode(q.scales, config.scale, what=f"layer {name} scale code")
         except BCQError as e:
