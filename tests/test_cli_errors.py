@@ -10,7 +10,7 @@ import torch
 
 from bcq.cli import MAX_SEED, main
 from bcq.hw.board import BOARDS
-from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.codebooks import MAX_FILE_BYTES, default_codebooks
 from bcq.sw.formats.config import ALLOWED_N_CODEBOOKS
 from bcq.sw.host import image as image_module
 from bcq.sw.host.image import FLOAT_DTYPES
@@ -217,3 +217,15 @@ def test_weights_refuses_a_fifo_instead_of_hanging(tmp_path, capsys):
     os.mkfifo(tmp_path / "m.pt")
     assert run(capsys, "weights", tmp_path / "m.pt", "-o", tmp_path / "img") == (
         2, f"bcq: error: {tmp_path / 'm.pt'}: is a FIFO (named pipe), not a regular file\n")
+
+
+def test_device_and_fifo_inputs_are_refused_at_once(files, capsys):
+    os.mkfifo("cb.fifo")
+    assert run(capsys, "quantize", "ok.pt", "--codebooks", "/dev/zero") == (
+        2, "bcq: error: /dev/zero: is a character device, not a regular file\n")
+    assert run(capsys, "quantize", "ok.pt", "--codebooks", "cb.fifo") == (
+        2, "bcq: error: cb.fifo: is a FIFO (named pipe), not a regular file\n")
+    assert run(capsys, "quantize", "/dev/zero") == (2, "bcq: error: /dev/zero: is a character device, not a regular file\n")
+    Path("big.json").write_bytes(b" " * (MAX_FILE_BYTES + 1))
+    assert run(capsys, "quantize", "ok.pt", "--codebooks", "big.json") == (
+        2, f"bcq: error: big.json: {MAX_FILE_BYTES + 1} bytes; a codebook file is at most {MAX_FILE_BYTES} bytes\n")
