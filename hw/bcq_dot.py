@@ -46,8 +46,9 @@ class BCQDot(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(bcq_beat_layout(geometry)))``
-        Beats in the order of docs/arithmetic.md section 3. ``last`` ends a vector and must
-        fall on the last beat of a block array. Scales are taken from an array's last beat.
+        Beats in the order of docs/arithmetic.md section 3. ``last`` ends a vector, normally on
+        the last beat of a block array (earlier, it ends a short final array: section 5, which
+        also defines every scale code). Scales are taken from an array's last beat.
     o : ``Out(stream.Signature(signed(acc_bits)))``
         One exact accumulator per vector; value ``o.payload * 2**out_exp * ts_w * ts_x``.
         Back-pressure stalls the whole pipeline: no result is lost or duplicated.
@@ -56,6 +57,8 @@ class BCQDot(wiring.Component):
     x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
         The codewords of the beat accepted on the previous clock edge, read from memories
         enabled by ``i.ready`` (so they hold while the unit stalls).
+
+    Trace taps: :meth:`trace_taps` (docs/arithmetic.md section 6, ``bcq trace``).
 
     Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
     Latency: ``latency`` (= 7) cycles from the clock edge that accepts a vector's ``last``

@@ -52,7 +52,7 @@ def _bcq(name, cfg, bpc=1, arrays=16):
                   lambda: BCQDot(cfg, blocks_per_cycle=bpc, max_len=max_len), 20000)
 
 
-def _gemv(name, cfg, lanes=4, bpc=1, max_rows=16, max_cols=256):
+def _gemv(name, cfg, lanes=4, bpc=1, max_rows=8, max_cols=128):
     params = {"config": cfg.to_dict(), "lanes": lanes, "blocks_per_cycle": bpc, "max_rows": max_rows,
               "max_cols": max_cols}
     return Config(name, "gemv", "gemv", params,
