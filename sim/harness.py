@@ -31,7 +31,7 @@ Per cycle, with the clock low: ``r_in``, ``r_out`` = the next two xorshift32 val
 
 import argparse
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 import hashlib
 import json
 import multiprocessing
@@ -140,9 +140,7 @@ class HarnessSpec:
         return names.index(name)
 
     def to_json(self):
-        d = asdict(self)
-        d.pop("layouts")
-        return d
+        return {"top": self.top, "inp": self.inp, "out": self.out, "writes": self.writes, "sets": self.sets}
 
     @classmethod
     def from_json(cls, d):
