@@ -104,7 +104,7 @@ def test_spec_is_read_from_the_signature():
     assert bcq.to_json() == {"top": "bcq_dot", "inp": ("i", 89), "out": ("o", dut.acc_bits),
                              "writes": (("cbw", 8, 6),), "sets": ()}
     gemv = HarnessSpec.from_component(CONFIGS["gemv"].make(), "gemv")
-    assert (gemv.inp, gemv.out[0], gemv.writes[2], gemv.sets) == (("x", 45), "o", ("cbw", 8, 6), (("rows", 5),))
+    assert (gemv.inp, gemv.out[0], gemv.writes[2], gemv.sets) == (("x", 45), "o", ("cbw", 8, 6), (("rows", 4),))
     assert [w[0] for w in gemv.writes] == ["wmem", "smem", "cbw"] and gemv.setup_words == 5
     bxp = HarnessSpec.from_component(BxPMac(), "bxp_mac")
     assert (bxp.inp, bxp.writes, bxp.in_words) == (("i", 262), (), 9)
