@@ -334,8 +334,8 @@ def build_parser():
     t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware parameter, e.g. blocks_per_cycle=2")
     t.add_argument("--codebooks", help="codebook JSON (default: random codebooks from --seed)")
-    t.add_argument("--seed", type=_int_range(0, (1 << 64) - 1), default=0, help="draws the vector (and the codebooks)")
-    t.add_argument("--arrays", type=_int_range(1, 64), default=1, help="block arrays in the vector")
+    t.add_argument("--seed", type=_int_range(0, MAX_SEED), default=0, help="draws the vector (and the codebooks)")
+    t.add_argument("--arrays", type=int, default=1, help="block arrays in the vector")
     t.add_argument("--scales", help="force the scale codes W,X of every array, e.g. 0x7f,0x38")
     t.set_defaults(func=cmd_trace)
 

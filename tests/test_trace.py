@@ -122,6 +122,14 @@ def test_bcq_trace_errors_are_one_line(argv, message, capsys):
     assert capsys.readouterr().err == f"bcq: error: {message}\n"
 
 
+def test_bcq_trace_seed_out_of_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["trace", "--seed", "-5"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("bcq: error: bcq trace: argument --seed: -5 is out of range; "
+                                       "allowed: 0..18446744073709551615 (see 'bcq trace --help')\n")
+
+
 def test_trace_reports_a_difference_as_an_error(monkeypatch, capsys):
     import bcq.sim.trace as trace_module
 
