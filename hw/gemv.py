@@ -5,7 +5,6 @@ y = W x for a LO-BCQ-encoded matrix W (in the engine's memories, laid out as
 """
 
 from amaranth import Module, Signal, signed, unsigned
-from amaranth.hdl import Shape
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,8 +15,9 @@ from bcq.sw.formats.errors import ConfigError
 from bcq.sw.formats.golden import Arithmetic
 from bcq.sw.host.image import LayerImage
 
-from .bcq_block import codebook_address, codebook_lookup, codebook_write_signature
-from .bcq_dot import BCQDot
+from .bcq_block import codebook_write_signature
+from .engine_rows import RowPair, ScaleAccumulate, delay
+from .gemv_parts import ActivationDecode, ActivationLoader, Issuer, ResultDrain
 from .pipeline import write_port_signature
 
 __all__ = ["GEMV"]
@@ -57,7 +57,7 @@ class GEMV(wiring.Component):
     """
 
     def __init__(self, layout: EngineLayout, *, max_rows=64, max_cols=1024, codebooks: Codebooks | None = None,
-                 image: LayerImage | None = None, rom=False):
+                 image: LayerImage | None = None, rom=False, group_rows=8):
         cfg = layout.config
         if not isinstance(max_rows, int) or max_rows < 1:
             raise ConfigError("max_rows", max_rows, "a positive integer")
@@ -69,6 +69,7 @@ class GEMV(wiring.Component):
             raise ConfigError("rom", True, "only with codebooks and an image")
         self.layout, self.max_rows, self.max_cols = layout, max_rows, max_cols
         self.codebooks, self.image, self.rom = codebooks, image, bool(rom)
+        self.group_rows = group_rows
         self.arith = Arithmetic(cfg, max_cols)
         members = {
             "x": In(stream.Signature(activation_layout(layout.geometry))),
@@ -103,132 +104,92 @@ class GEMV(wiring.Component):
     def xbuf_depth(self):
         return self.layout.beats_per_row(self.max_cols)
 
+    @property
+    def latency(self):
+        """Clock edges from issuing a row group's last beat to its results entering the drain:
+        activation buffer read (2), decode (2), fan-out register (1), rows, scaling."""
+        return self._input_delay + RowPair(self.layout.config, self.layout.scalars_per_beat).latency + \
+            ScaleAccumulate.latency
+
+    # The row datapath sees a beat this many edges after it is issued.
+    _input_delay = ActivationLoader.read_latency + ActivationDecode.latency + 1
+
     def elaborate(self, platform):
         m = Module()
         lay, cfg = self.layout, self.layout.config
-        R, S, B = lay.lanes, lay.scalars_per_beat, lay.blocks_per_cycle
-        bpa = lay.beats_per_array
-
-        # Memories: activation buffer, weights, scales.
-        xl = activation_layout(lay.geometry)
-        m.submodules.xbuf = xbuf = memory.Memory(shape=unsigned(Shape.cast(xl).width), depth=self.xbuf_depth, init=[])
-        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(lay.weight_width), depth=self.weight_depth,
-                                                 init=self.image.weight_words if self.image is not None else [])
-        m.submodules.smem = smem = memory.Memory(shape=unsigned(lay.scale_width), depth=self.scale_depth,
-                                                 init=self.image.scale_words if self.image is not None else [])
+        m.submodules.loader = loader = ActivationLoader(lay, self.xbuf_depth)
+        m.submodules.issuer = issuer = Issuer(lay, max_rows=self.max_rows, xbuf_depth=self.xbuf_depth,
+                                              weight_depth=self.weight_depth, scale_depth=self.scale_depth)
+        m.submodules.decode = dec = ActivationDecode(lay, codebooks=self.codebooks, rom=self.rom)
+        m.submodules.drain = drain = ResultDrain(lay.lanes, self.acc_bits, self.max_rows)
+        wiring.connect(m, wiring.flipped(self.x), loader.x)
+        wiring.connect(m, drain.o, wiring.flipped(self.o))
         if not self.rom:
-            for mem, port in ((wmem, self.wmem), (smem, self.smem)):
-                wiring.connect(m, wiring.flipped(port), mem.write_port())
-        xw = xbuf.write_port()
-        xr, wr, sr = xbuf.read_port(), wmem.read_port(), smem.read_port()
-
-        # Lanes.
-        lanes = []
-        for r in range(R):
-            u = BCQDot(cfg, blocks_per_cycle=B, max_len=self.max_cols, codebooks=self.codebooks,
-                       codebook_rom=self.rom, external_x=True)
-            m.submodules[f"lane{r}"] = u
-            lanes.append(u)
-        if not self.rom:
-            wiring.connect(m, wiring.flipped(self.cbw), *(u.cbw for u in lanes))
-        lanes_ready = lanes[0].i.ready  # all lanes see the same beats and stalls: lockstep
-
-        # Load: activation beats into the buffer; count beats and arrays.
-        n_beats = Signal(range(self.xbuf_depth + 1))
-        n_arrays = Signal(range(self.xbuf_depth // bpa + 1))
-        load_count = Signal(range(self.xbuf_depth + 1))
-        # Run: issue (group, beat) to the lanes.
-        k = Signal(range(self.xbuf_depth + 1))
-        beat_in_array = Signal(range(bpa))
-        array = Signal(range(self.xbuf_depth // bpa + 1))
-        wbase = Signal(range(self.weight_depth + 1))
-        sbase = Signal(range(self.scale_depth + 1))
-        row_base = Signal(range(self.max_rows + R + 1))
-        issuing = Signal()
-        present = Signal()       # memory outputs hold a beat for the lanes
-        present_last = Signal()
-        advance = Signal()
-        m.d.comb += advance.eq(~present | lanes_ready)
-        done = Signal()          # the last row leaves this cycle
-
-        m.d.comb += [
-            xr.addr.eq(k), wr.addr.eq(wbase + k), sr.addr.eq(sbase + array),
-            xr.en.eq(advance), wr.en.eq(advance), sr.en.eq(advance),
-        ]
-        with m.If(advance):
-            m.d.sync += [present.eq(issuing), present_last.eq(k == n_beats - 1)]
-
-        with m.FSM():
-            with m.State("LOAD"):
-                m.d.comb += self.x.ready.eq(1)
-                xp = self.x.payload
-                m.d.comb += [xw.addr.eq(load_count), xw.data.eq(xp.as_value()), xw.en.eq(self.x.valid)]
-                with m.If(self.x.valid):
-                    m.d.sync += load_count.eq(load_count + 1)
-                    with m.If(xp.last):
-                        m.d.sync += [n_beats.eq(load_count + 1), n_arrays.eq((load_count + 1) // bpa),
-                                     load_count.eq(0), k.eq(0), beat_in_array.eq(0), array.eq(0),
-                                     wbase.eq(0), sbase.eq(0), row_base.eq(0), issuing.eq(1)]
-                        m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(advance & issuing):
-                    m.d.sync += [k.eq(k + 1), beat_in_array.eq(beat_in_array + 1)]
-                    with m.If(beat_in_array == bpa - 1):
-                        m.d.sync += [beat_in_array.eq(0), array.eq(array + 1)]
-                    with m.If(k == n_beats - 1):
-                        m.d.sync += [k.eq(0), array.eq(0), beat_in_array.eq(0),
-                                     wbase.eq(wbase + n_beats), sbase.eq(sbase + n_arrays),
-                                     row_base.eq(row_base + R)]
-                        with m.If(row_base + R >= self.rows):
-                            m.d.sync += issuing.eq(0)
-                with m.If(done):
-                    m.next = "LOAD"
-        with m.If(self.x.valid & self.x.ready):
-            m.d.comb += self.busy.eq(1)
-
-        # Present the beat to every lane; one shared activation-codeword lookup.
-        xv = data.View(xl, xr.data)
-        wv = data.View(lay.weight_word, wr.data)
-        sv = data.View(lay.scale_word, sr.data)
-        init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
-        x_words = [codebook_lookup(m, f"x_codebook{j}", cfg, init, None if self.rom else self.cbw,
-                                   codebook_address(cfg, xv.idx[j], xv.sel[j // cfg.block_len]
-                                                    if cfg.selector_bits else None), lanes_ready)
-                   for j in range(S)]
-        for r, u in enumerate(lanes):
-            p = u.i.payload
-            m.d.comb += [u.i.valid.eq(present), p.w_idx.eq(wv[r].idx), p.w_scale.eq(sv[r]),
-                         p.x_scale.eq(xv.scale), p.last.eq(present_last)]
-            if cfg.selector_bits:
-                m.d.comb += p.w_sel.eq(wv[r].sel)
-            for j in range(S):
-                m.d.comb += u.x_words[j].eq(x_words[j])
-
-        # Serialize each group's R results into rows; the lanes wait while a group drains.
-        vals = [Signal(signed(self.acc_bits), name=f"result{r}") for r in range(R)]
-        draining = Signal()
-        out_lane = Signal(range(R))
-        out_base = Signal(range(self.max_rows + R + 1))
-        m.d.comb += [u.o.ready.eq(~draining) for u in lanes]
-        with m.If(lanes[0].o.valid & ~draining):
-            m.d.sync += [v.eq(u.o.payload) for v, u in zip(vals, lanes)]
-            m.d.sync += [draining.eq(1), out_lane.eq(0)]
-        row = Signal(range(self.max_rows + R + 1))
-        m.d.comb += [row.eq(out_base + out_lane),
-                     self.o.valid.eq(draining & (row < self.rows)),
-                     self.o.payload.row.eq(row)]
-        with m.Switch(out_lane):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += self.o.payload.value.eq(vals[r])
-        step = Signal()
-        m.d.comb += step.eq(draining & (self.o.ready | (row >= self.rows)))
-        with m.If(step):
-            m.d.sync += out_lane.eq(out_lane + 1)
-            with m.If(out_lane == R - 1):
-                m.d.sync += [draining.eq(0), out_base.eq(out_base + R)]
-                with m.If(out_base + R >= self.rows):
-                    m.d.comb += done.eq(1)
-                    m.d.sync += out_base.eq(0)
+            wiring.connect(m, wiring.flipped(self.cbw), dec.cbw)
+        iss = issuer.o.payload
+        m.d.comb += [issuer.start.eq(loader.start), issuer.n_beats.eq(loader.n_beats), issuer.rows.eq(self.rows),
+                     issuer.release.eq(drain.release), loader.done.eq(drain.done), drain.rows.eq(self.rows),
+                     loader.raddr.eq(iss.xaddr), dec.beat.eq(loader.rdata), self.busy.eq(loader.busy)]
+        psum, tags = self._rows(m, dec, issuer)
+        self._scale(m, psum, tags, loader, drain)
         return m
+
+    def _memory(self, m, name, width, depth, init, port, addr):
+        """A weight or scale memory: write port ``port`` (None: a ROM), read at ``addr``, the
+        read data registered (two edges after ``addr``)."""
+        m.submodules[name] = mem = memory.Memory(shape=unsigned(width), depth=depth, init=init,
+                                                 attrs={"no_rw_check": 1})
+        if port is not None:
+            wiring.connect(m, wiring.flipped(port), mem.write_port())
+        rp = mem.read_port()
+        q = Signal(width, name=f"{name}_q")
+        m.d.comb += rp.addr.eq(addr)
+        m.d.sync += q.eq(rp.data)
+        return q
+
+    def _rows(self, m, dec, issuer):
+        """The rows (pairs sharing multipliers, in groups of ``group_rows`` with their own copy of
+        the activation codewords); returns every row's array sum and the beat tags delayed to it."""
+        lay, cfg, R = self.layout, self.layout.config, self.layout.lanes
+        iss, valid = issuer.o.payload, issuer.o.valid
+        d_in = self._input_delay
+        # The weight word is read so that its registered data meets the decoded activation.
+        w_q = self._memory(m, "wmem", lay.weight_width, self.weight_depth,
+                           self.image.weight_words if self.image is not None else [],
+                           None if self.rom else self.wmem, delay(m, iss.waddr, d_in - 2, "waddr"))
+        wv = data.View(lay.weight_word, w_q)
+        first = delay(m, iss.first, d_in, "first")
+        psum = []
+        row_lat = None
+        for g in range(0, R, self.group_rows):
+            # A register per row group: the activation fans out to group_rows rows, not to all.
+            x_g = delay(m, dec.words, 1, f"x_g{g}")
+            probe = RowPair(cfg, lay.scalars_per_beat)
+            x_sum = delay(m, dec.x_sum, d_in + probe.xsum_lag - (ActivationLoader.read_latency + dec.sum_latency),
+                          f"x_sum_g{g}")
+            for r in range(g, min(g + self.group_rows, R), 2):
+                pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r))
+                m.submodules[f"rows{r}"] = pair
+                m.d.comb += [pair.x.eq(x_g), pair.first.eq(first), pair.x_sum.eq(x_sum)]
+                m.d.comb += [pair.w[k].eq(wv[r + k].cw) for k in range(pair.rows)]
+                psum += [pair.psum[k] for k in range(pair.rows)]
+                row_lat = pair.latency
+        lag = d_in + row_lat
+        tags = {"valid": delay(m, valid & iss.alast, lag, "arr_valid"), "last": delay(m, iss.vlast, lag, "vec_last"),
+                "saddr": delay(m, iss.saddr, lag - 2, "saddr"), "lag": lag}
+        return psum, tags
+
+    def _scale(self, m, psum, tags, loader, drain):
+        """Scale and accumulate each row's array sums; the group's results go to the drain."""
+        lay = self.layout
+        s_q = self._memory(m, "smem", lay.scale_width, self.scale_depth,
+                           self.image.scale_words if self.image is not None else [],
+                           None if self.rom else self.smem, tags["saddr"])
+        sv = data.View(lay.scale_word, s_q)
+        x_scale = delay(m, loader.rdata.scale, tags["lag"] - ActivationLoader.read_latency, "x_scale")
+        for r, p in enumerate(psum):
+            m.submodules[f"scale{r}"] = sa = ScaleAccumulate(lay.config, self.max_cols)
+            m.d.comb += [sa.valid.eq(tags["valid"]), sa.psum.eq(p), sa.w_scale.eq(sv[r]), sa.x_scale.eq(x_scale),
+                         sa.last.eq(tags["last"]), drain.values[r].eq(sa.o_value)]
+            if r == 0:
+                m.d.comb += drain.valid.eq(sa.o_valid)

@@ -5,8 +5,12 @@ The image writer and reader (``bcq.sw.host.image``), the engine's memory initial
 
 Memories (R = ``lanes`` rows computed in parallel, B = ``blocks_per_cycle``):
 
-- **weights**: one word per (row group g, beat k): for each lane r, the 4-bit indices of the
-  Lb*B scalars of beat k of row g*R + r, and their B selectors. Address ``g * beats_per_row + k``.
+- **weights**: one word per (row group g, beat k): for each lane r, the decoded codewords
+  ``cb[sel][idx]`` (signed ``entry_bits``) of the Lb*B scalars of beat k of row g*R + r, and
+  their B selectors. Address ``g * beats_per_row + k``. The engine multiplies the stored
+  codewords directly, so it needs no weight-codebook lookup per row (the activation is decoded
+  once and shared by all rows); the selectors are kept so that an image reads back as the same
+  encoded matrix (the codebook is written once per image, the weights carry their codewords).
 - **scales**: one word per (row group g, block array a): the R lanes' 8-bit scale codes.
   Address ``g * arrays_per_row + a``.
 - **codebook**: Nc x 16 signed ``entry_bits`` entries, address ``selector * 16 + index``.
@@ -18,16 +22,15 @@ scale code; the engine does not emit their results.
 from dataclasses import dataclass
 import math
 
-from amaranth import unsigned
+from amaranth import signed, unsigned
 from amaranth.hdl import Shape
 from amaranth.lib import data
 import torch
 
 from bcq.sw.formats.config import BCQConfig
-from bcq.sw.formats.errors import ConfigError
+from bcq.sw.formats.errors import BCQError, ConfigError
 from bcq.sw.formats.lobcq import BCQTensor
 
-from .beats import operand_fields
 from .geometry import BeatGeometry
 
 __all__ = ["EngineLayout", "weight_words", "scale_words", "words_to_tensor", "scale_fill"]
@@ -73,8 +76,13 @@ class EngineLayout:
 
     @property
     def lane_layout(self):
-        """One row's part of a weight word: the operand fields of one beat."""
-        return data.StructLayout(operand_fields(self.geometry))
+        """One row's part of a weight word: ``cw`` (the beat's codewords) and ``sel`` (its B
+        selectors; absent when Nc = 1)."""
+        cfg = self.config
+        fields = {"cw": data.ArrayLayout(signed(cfg.entry_bits), self.scalars_per_beat)}
+        if cfg.selector_bits:
+            fields["sel"] = data.ArrayLayout(unsigned(cfg.selector_bits), self.blocks_per_cycle)
+        return data.StructLayout(fields)
 
     @property
     def weight_word(self):
@@ -132,9 +140,9 @@ class EngineLayout:
 
 def _lane_fields(layout: EngineLayout):
     lane = layout.lane_layout
-    idx = lane["idx"]
-    idx_w = layout.config.index_bits
-    idx_off = [idx.offset + j * idx_w for j in range(layout.scalars_per_beat)]
+    cw = lane["cw"]
+    cw_w = layout.config.entry_bits
+    idx_off = [cw.offset + j * cw_w for j in range(layout.scalars_per_beat)]
     sel_off = []
     if layout.config.selector_bits:
         sel = lane["sel"]
@@ -148,6 +156,14 @@ def scale_fill(cfg: BCQConfig):
     return 0 if cfg.scale_format == "e4m3" else 127 + cfg.scale.exp_min
 
 
+def _codewords(q: BCQTensor, pad):
+    """The decoded codewords ``cb[sel][idx]`` of every scalar (padding rows: index 0, selector 0)."""
+    cfg = q.config
+    idx = torch.cat([q.indices, torch.zeros(pad, q.shape[1], dtype=torch.uint8)]).long()
+    sel = torch.cat([q.selectors, torch.zeros(pad, q.shape[1] // cfg.block_len, dtype=torch.uint8)]).long()
+    return q.codebooks.entries.long()[sel.repeat_interleave(cfg.block_len, dim=1), idx], sel
+
+
 def weight_words(q: BCQTensor, layout: EngineLayout):
     """Weight-memory words (ints) of a 2-D encoded matrix, in address order."""
     rows, cols = q.shape
@@ -155,17 +171,17 @@ def weight_words(q: BCQTensor, layout: EngineLayout):
     R, S, B = layout.lanes, layout.scalars_per_beat, layout.blocks_per_cycle
     idx_off, sel_off, lane_w = _lane_fields(layout)
     groups, bpr = layout.groups(rows), layout.beats_per_row(cols)
-    pad = groups * R - rows
-    idx = torch.cat([q.indices, torch.zeros(pad, cols, dtype=torch.uint8)]).reshape(groups, R, bpr, S).tolist()
-    sel = torch.cat([q.selectors, torch.zeros(pad, cols // q.config.block_len, dtype=torch.uint8)]
-                    ).reshape(groups, R, bpr, B).tolist()
+    cw, sel = _codewords(q, groups * R - rows)
+    mask = (1 << layout.config.entry_bits) - 1
+    cw = (cw & mask).reshape(groups, R, bpr, S).tolist()
+    sel = sel.reshape(groups, R, bpr, B).tolist()
     words = []
     for g in range(groups):
         for k in range(bpr):
             word = 0
             for r in range(R):
                 base = r * lane_w
-                for off, v in zip(idx_off, idx[g][r][k]):
+                for off, v in zip(idx_off, cw[g][r][k]):
                     word |= v << (base + off)
                 for off, v in zip(sel_off, sel[g][r][k]):
                     word |= v << (base + off)
@@ -184,12 +200,20 @@ def scale_words(q: BCQTensor, layout: EngineLayout):
 
 
 def words_to_tensor(wwords, swords, shape, codebooks, tensor_scale, layout: EngineLayout):
-    """Inverse of weight_words/scale_words: rebuild the encoded matrix."""
+    """Inverse of weight_words/scale_words: rebuild the encoded matrix. A codeword reads back as
+    the first index of its block's codebook that holds it (the encoder's choice on ties), so an
+    encoded matrix survives the round trip; raises :class:`BCQError` naming the first word whose
+    selector exceeds Nc or whose codeword is not in its codebook."""
     rows, cols = shape
     R, B = layout.lanes, layout.blocks_per_cycle
     idx_off, sel_off, lane_w = _lane_fields(layout)
     groups, bpr, apr = layout.groups(rows), layout.beats_per_row(cols), layout.arrays_per_row(cols)
-    im, sm = (1 << layout.config.index_bits) - 1, (1 << layout.config.selector_bits) - 1
+    cfg = layout.config
+    em, sm, half = (1 << cfg.entry_bits) - 1, (1 << cfg.selector_bits) - 1, 1 << (cfg.entry_bits - 1)
+    first_index = [{} for _ in range(cfg.n_codebooks)]   # selector -> codeword -> first index
+    for s_, row in enumerate(codebooks.entries.tolist()):
+        for i, v in enumerate(row):
+            first_index[s_].setdefault(v, i)
     idx = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
     sel = [[[None] * bpr for _ in range(R)] for _ in range(groups)]
     for g in range(groups):
@@ -197,8 +221,17 @@ def words_to_tensor(wwords, swords, shape, codebooks, tensor_scale, layout: Engi
             word = wwords[g * bpr + k]
             for r in range(R):
                 lane = word >> (r * lane_w)
-                idx[g][r][k] = [(lane >> off) & im for off in idx_off]
                 sel[g][r][k] = [(lane >> off) & sm for off in sel_off] if sel_off else [0] * B
+                if max(sel[g][r][k]) >= cfg.n_codebooks:
+                    raise BCQError(f"weight word {g * bpr + k}: a selector exceeds n_codebooks={cfg.n_codebooks}")
+                idx[g][r][k] = []
+                for j, off in enumerate(idx_off):
+                    v = (lane >> off) & em
+                    v, s_ = v - 2 * half if v >= half else v, sel[g][r][k][j // cfg.block_len]
+                    if v not in first_index[s_]:
+                        raise BCQError(f"weight word {g * bpr + k}: codeword {v} of row {g * R + r} is not "
+                                       f"in codebook {s_}")
+                    idx[g][r][k].append(first_index[s_][v])
     w = layout.config.scale_bits
     sc = [[[(swords[g * apr + a] >> (r * w)) & 0xFF for a in range(apr)] for r in range(R)] for g in range(groups)]
     t = lambda v, *s: torch.tensor(v, dtype=torch.uint8).reshape(*s)[:rows]  # noqa: E731

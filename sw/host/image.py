@@ -396,10 +396,10 @@ def read_image(path, expect: EngineLayout | None = None, *, progress=False) -> I
         sw = _read_words(root, _field(entry, "scales", dict, where, manifest_path), f"{name}.scales",
                          layout.scale_depth(rows, cols), layout.scale_width, f"{where}scales.", manifest_path,
                          checksums, f"shape {shape}")
-        q = words_to_tensor(ww, sw, (rows, cols), codebooks, float(ts), layout)
-        if q.selectors.numel() and int(q.selectors.max()) >= config.n_codebooks:
-            raise FileFormatError(root / entry["weights"]["bin"],
-                                  f"a selector exceeds n_codebooks={config.n_codebooks}")
+        try:
+            q = words_to_tensor(ww, sw, (rows, cols), codebooks, float(ts), layout)
+        except BCQError as e:
+            raise FileFormatError(root / entry["weights"]["bin"], str(e)) from None
         try:
             scale_decode(q.scales, config.scale, what=f"layer {name} scale code")
         except BCQError as e:

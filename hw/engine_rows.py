@@ -1,0 +1,238 @@
+"""The matrix-vector engine's row datapath: codeword products of two rows in one multiplier,
+registered adder trees, array sums, and the per-row scale and exact accumulation.
+
+Every register here advances on every clock edge (no enable): the engine's issuer only sends a
+beat when its results will have somewhere to go, so the datapath never stalls and no
+enable net fans out to thousands of flip-flops. Values are tagged by the beats that produced
+them; the tags travel beside the data in :class:`bcq.hw.gemv_parts` and the engine top.
+"""
+
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.golden import Arithmetic
+
+from .scale import decode_scale
+
+__all__ = ["RowPair", "ScaleAccumulate", "delay", "tree_levels", "pipelined_tree", "pack_pair", "can_pack"]
+
+
+def delay(m, value, n, name):
+    """``value`` ``n`` clock edges later (a chain of ``n`` registers)."""
+    for k in range(n):
+        r = Signal.like(value, name=f"{name}_d{k + 1}") if isinstance(value, Signal) else \
+            Signal(value.shape(), name=f"{name}_d{k + 1}")
+        m.d.sync += r.eq(value)
+        value = r
+    return value
+
+
+def tree_levels(n):
+    """Register levels of :func:`pipelined_tree` over ``n`` values (ceil(log2 n))."""
+    return (n - 1).bit_length()
+
+
+def pipelined_tree(m, name, values, width):
+    """Balanced adder tree with a register after every level: the sum of ``values`` (signed,
+    wrapping modulo ``2**width``, so ``width`` must hold the true sum), ``tree_levels(len(values))``
+    clock edges later."""
+    values, level = list(values), 0
+    while len(values) > 1:
+        nxt = []
+        for i in range(0, len(values), 2):
+            r = Signal(signed(width), name=f"{name}_l{level}_{i // 2}")
+            m.d.sync += r.eq(values[i] + values[i + 1] if i + 1 < len(values) else values[i])
+            nxt.append(r)
+        values, level = nxt, level + 1
+    return values[0]
+
+
+def can_pack(config: BCQConfig):
+    """Two products share one 18x18 multiplier when the packed operand (3 * entry_bits) fits."""
+    return 3 * config.entry_bits <= 18
+
+
+def pack_pair(w0, w1, e):
+    """The packed operand ``w1 * 2**(2e) + (w0 + 2**(e-1))`` (signed, 3e bits): pure wiring, since
+    ``w0 + 2**(e-1)`` is ``w0`` with its sign bit inverted (offset binary).
+
+    With ``P = pack_pair(w0, w1, e) * x`` for signed e-bit ``x``, the low field
+    ``L = P[0:2e]`` (signed) is ``(w0 + 2**(e-1)) * x`` exactly, and ``w1 * x = P[2e:4e]`` (signed)
+    ``+ P[2e-1]``: the upper field borrows one from the lower when ``L < 0``. Checked for every
+    operand triple by ``tests/test_engine_rows.py`` and proven by ``sim/formal.py``."""
+    return Cat(w0[:e - 1], ~w0[e - 1], Const(0, e), w1).as_signed()
+
+
+def _mult(m, name, a, b, a_bits, b_bits, platform):
+    """``a * b`` with an input and an output register rank (latency 2): on ECP5 a MULT18X18D with
+    its own registers (Yosys never absorbs fabric registers into it), elsewhere plain logic."""
+    p = Signal(signed(a_bits + b_bits), name=name)
+    if getattr(platform, "family", None) == "ecp5" and a_bits <= 18 and b_bits <= 18:
+        a18, b18, p36 = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b"), Signal(36)
+        m.d.comb += [a18.eq(a), b18.eq(b), p.eq(p36)]
+        ports = {f"i_A{i}": a18[i] for i in range(18)}
+        ports.update({f"i_B{i}": b18[i] for i in range(18)})
+        ports.update({f"i_C{i}": 0 for i in range(18)})
+        ports.update({f"o_P{i}": p36[i] for i in range(36)})
+        m.submodules[f"{name}_dsp"] = Instance(
+            "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+            p_GSR="DISABLED", i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+            i_CLK0=ClockSignal("sync"), i_CLK1=0, i_CLK2=0, i_CLK3=0, i_CE0=1, i_CE1=1, i_CE2=1, i_CE3=1,
+            i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0, **ports)
+    else:
+        ra, rb = Signal(signed(a_bits), name=f"{name}_ra"), Signal(signed(b_bits), name=f"{name}_rb")
+        m.d.sync += [ra.eq(a), rb.eq(b), p.eq(ra * rb)]
+    return p
+
+
+class RowPair(wiring.Component):
+    """Array sums of one or two engine rows over a stream of beats.
+
+    Two rows share each lane's activation codeword, so with ``can_pack(config)`` one multiplier
+    per lane computes both rows' products (:func:`pack_pair`; on ECP5 one MULT18X18D per lane
+    and row pair). Row 0's low fields carry ``+2**(e-1) * x``, removed once per beat with the
+    shared ``x_sum``; row 1's borrows are counted by a tree of their own. Both are added in the
+    stage after the trees, so they cost one adder per row, not per lane.
+
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.config.BCQConfig`
+    lanes : int
+        S, codeword pairs per beat (``B * block_len``).
+    rows : int
+        1 or 2.
+
+    Members
+    -------
+    x : ``In(data.ArrayLayout(signed(entry_bits), lanes))``
+        The beat's activation codewords (shared by every row).
+    w : ``In(data.ArrayLayout(data.ArrayLayout(signed(entry_bits), lanes), rows))``
+        The beat's weight codewords of each row.
+    first : ``In(1)``
+        The beat is the first of its block array.
+    x_sum : ``In(signed(entry_bits + tree_levels(lanes)))``
+        ``sum_j x[j]`` of the beat presented ``xsum_lag`` edges earlier.
+    psum : ``Out(data.ArrayLayout(signed(array_sum_bits), rows))``
+        Each row's running array sum; ``latency`` edges after an array's last beat was
+        presented it is that array's sum ``P_a`` (docs/arithmetic.md).
+    """
+
+    def __init__(self, config: BCQConfig, lanes, rows=2):
+        if rows not in (1, 2):
+            raise ValueError(f"RowPair rows must be 1 or 2, not {rows!r}")
+        self.config, self.lanes, self.rows = config, lanes, rows
+        self.arith = Arithmetic(config)
+        self.packed = rows == 2 and can_pack(config)
+        e = config.entry_bits
+        words = data.ArrayLayout(signed(e), lanes)
+        super().__init__({
+            "x": In(words), "w": In(data.ArrayLayout(words, rows)), "first": In(1),
+            "x_sum": In(signed(e + tree_levels(lanes))),
+            "psum": Out(data.ArrayLayout(signed(self.arith.array_sum_bits), rows)),
+        })
+
+    @property
+    def levels(self):
+        return tree_levels(self.lanes)
+
+    @property
+    def xsum_lag(self):
+        """Edges between a beat on ``x`` and its ``x_sum``: products (2) and tree levels."""
+        return 2 + self.levels
+
+    @property
+    def latency(self):
+        """Products (2), tree levels, correction stage (1), array accumulator (1)."""
+        return 2 + self.levels + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        e, S = self.config.entry_bits, self.lanes
+        beat_bits = self.arith.block_sum_bits(S)
+        leaves = [[] for _ in range(self.rows)]
+        borrows = []
+        for j in range(S):
+            if self.packed:
+                p = _mult(m, f"prod{j}", pack_pair(self.w[0][j], self.w[1][j], e), self.x[j], 3 * e, e, platform)
+                leaves[0].append(p[:2 * e].as_signed())
+                leaves[1].append(p[2 * e:4 * e].as_signed())
+                borrows.append(p[2 * e - 1])
+            else:
+                for r in range(self.rows):
+                    leaves[r].append(_mult(m, f"prod{r}_{j}", self.w[r][j], self.x[j], e, e, platform))
+        sums = [pipelined_tree(m, f"row{r}", leaves[r], beat_bits) for r in range(self.rows)]
+        fixes = [Const(0, 1)] * self.rows
+        if self.packed:
+            fixes[0] = -(self.x_sum << (e - 1))
+            fixes[1] = pipelined_tree(m, "borrows", [b.as_unsigned() for b in borrows], self.levels + 2)
+        first = delay(m, self.first, 2 + self.levels + 1, "first")
+        for r in range(self.rows):
+            beat = Signal(signed(beat_bits), name=f"beat_sum{r}")
+            m.d.sync += beat.eq(sums[r] + fixes[r])
+            m.d.sync += self.psum[r].eq(Mux(first, 0, self.psum[r]) + beat)
+        return m
+
+
+class ScaleAccumulate(wiring.Component):
+    """One row's scaling and exact accumulation over block arrays (docs/arithmetic.md):
+    ``T_a = P_a * (mw * mx) << (ew + ex - 2 * exp_min)``, summed over the arrays of a vector.
+
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.config.BCQConfig`
+    max_len : int
+        Longest vector; sets ``acc_bits``.
+
+    Members
+    -------
+    valid : ``In(1)``
+        ``psum`` holds an array sum this cycle.
+    psum : ``In(signed(array_sum_bits))``
+    w_scale, x_scale : ``In(unsigned(scale_bits))``
+        The array's scale codes (same cycle as ``psum``).
+    last : ``In(1)``
+        The array is its vector's last.
+    o_valid : ``Out(1)``
+        High ``latency`` edges after a ``valid & last`` cycle.
+    o_value : ``Out(signed(acc_bits))``
+        The vector's exact accumulator (value ``o_value * 2**out_exp * ts_w * ts_x``).
+    """
+
+    latency = 4   # scale decode + mantissa product, P * m, shift, accumulate
+
+    def __init__(self, config: BCQConfig, max_len):
+        self.config, self.arith = config, Arithmetic(config, max_len)
+        sc = unsigned(config.scale_bits)
+        super().__init__({"valid": In(1), "psum": In(signed(self.arith.array_sum_bits)), "w_scale": In(sc),
+                          "x_scale": In(sc), "last": In(1),
+                          "o_valid": Out(1), "o_value": Out(signed(self.arith.acc_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        ar, fmt = self.arith, self.config.scale
+
+        def reg(name, shape, value):
+            r = Signal(shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
+
+        mw, ew = decode_scale(m, self.w_scale, fmt, "w_scale")
+        mx, ex = decode_scale(m, self.x_scale, fmt, "x_scale")
+        p1 = reg("s1_p", signed(ar.array_sum_bits), self.psum)
+        m1 = reg("s1_mant", unsigned(ar.mant_product_bits), mw * mx)
+        e1 = reg("s1_shift", unsigned(ar.exp_sum_bits), ew + ex)
+        v1, l1 = reg("s1_valid", 1, self.valid), reg("s1_last", 1, self.last)
+        pm_shape = signed(ar.array_sum_bits + (ar.mant_product_bits if fmt.mant_bits else 0))
+        p2 = reg("s2_scaled", pm_shape, p1 * m1 if fmt.mant_bits else p1)
+        e2, v2, l2 = reg("s2_shift", unsigned(ar.exp_sum_bits), e1), reg("s2_valid", 1, v1), reg("s2_last", 1, l1)
+        t3 = reg("s3_term", signed(ar.scaled_bits), p2 << e2)
+        v3, l3 = reg("s3_valid", 1, v2), reg("s3_last", 1, l2)
+        acc = Signal(signed(ar.acc_bits), name="acc")
+        total = Signal(signed(ar.acc_bits), name="acc_next")
+        m.d.comb += total.eq(acc + t3)
+        with m.If(v3):
+            m.d.sync += acc.eq(Mux(l3, 0, total))
+        m.d.sync += [self.o_valid.eq(v3 & l3), self.o_value.eq(total)]
+        return m
