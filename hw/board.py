@@ -14,15 +14,31 @@ from bcq.sw.host.image import read_image
 from .host_link import Accelerator
 from .uart import UARTRx, UARTTx
 
-__all__ = ["UARTAccelerator", "BoardTop", "BOARDS"]
+__all__ = ["UARTAccelerator", "BoardTop", "BOARDS", "ecp5_pll_params"]
 
-# board -> (platform factory, engine parameters, system clock in Hz)
+# board -> (platform factory, engine parameters, system clock in Hz). The ULX3S engine is
+# 16 rows x 2 blocks (256 MAC/cycle): 128 of the 85F's 156 MULT18X18D (two rows per multiplier)
+# and a 512-deep weight memory (256 x 512 matrices) that fits one DP16KD depth.
 BOARDS = {
-    "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", lanes=4, max_rows=256,
-                      max_cols=1024, clock=50e6),
-    "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform", lanes=1, max_rows=32,
-                       max_cols=128, clock=12e6),
+    "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", lanes=16, blocks_per_cycle=2,
+                      max_rows=256, max_cols=512, clock=100e6),
+    "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform", lanes=1, blocks_per_cycle=1,
+                       max_rows=32, max_cols=128, clock=12e6),
 }
+
+ECP5_PLL_VCO = 600e6   # inside the EHXPLLL's 400..800 MHz VCO range
+
+
+def ecp5_pll_params(clock_in, clock_out):
+    """EHXPLLL dividers for ``clock_in`` -> ``clock_out`` (Hz) through a 600 MHz VCO with CLKOP as
+    feedback (as ``ecppll`` computes them): ``CLKI_DIV``, ``CLKFB_DIV``, ``CLKOP_DIV``,
+    ``CLKOP_CPHASE``. Raises :class:`BCQError` for a clock the VCO cannot make exactly."""
+    op_div, fb_div = ECP5_PLL_VCO / clock_out, clock_out / clock_in
+    if op_div != int(op_div) or fb_div != int(fb_div) or not 1 <= op_div <= 128:
+        raise BCQError(f"the ECP5 PLL cannot make {clock_out / 1e6:g} MHz from {clock_in / 1e6:g} MHz "
+                       f"through a {ECP5_PLL_VCO / 1e6:g} MHz VCO; allowed: {clock_in / 1e6:g} MHz * n dividing "
+                       f"{ECP5_PLL_VCO / 1e6:g} MHz")
+    return {"CLKI_DIV": 1, "CLKFB_DIV": int(fb_div), "CLKOP_DIV": int(op_div), "CLKOP_CPHASE": int(op_div) // 2 - 1}
 
 
 class UARTAccelerator(wiring.Component):
@@ -85,7 +101,7 @@ class BoardTop(Elaboratable):
     def __init__(self, board, *, baudrate=115200, build_id=0, image=None, layer=None):
         self.board, self.params = board, BOARDS[board]
         self.baudrate, self.build_id = baudrate, build_id
-        self.layout = EngineLayout(DEFAULT, self.params["lanes"], 1)
+        self.layout = EngineLayout(DEFAULT, self.params["lanes"], self.params["blocks_per_cycle"])
         self.codebooks = self.layer = None
         if image is not None:
             img = read_image(image, expect=self.layout)
@@ -106,20 +122,21 @@ class BoardTop(Elaboratable):
         if self.board == "ulx3s-85f":
             clk25 = platform.request("clk25", dir="-")
             locked = Signal()
-            clk50 = Signal()
-            # 25 MHz -> 50 MHz: VCO 600 MHz (parameters from yowasp-ecppll -i 25 -o 50).
+            clk = Signal()
+            pll = ecp5_pll_params(25e6, clk_hz)
             m.submodules.pll = Instance(
-                "EHXPLLL", a_FREQUENCY_PIN_CLKI="25", a_FREQUENCY_PIN_CLKOP="50", a_ICP_CURRENT="12",
+                "EHXPLLL", a_FREQUENCY_PIN_CLKI="25", a_FREQUENCY_PIN_CLKOP=f"{clk_hz / 1e6:g}", a_ICP_CURRENT="12",
                 a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
                 p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
                 p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
-                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD", p_CLKI_DIV=1, p_CLKOP_ENABLE="ENABLED",
-                p_CLKOP_DIV=12, p_CLKOP_CPHASE=5, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=2,
-                i_RST=0, i_STDBY=0, i_CLKI=clk25.io, o_CLKOP=clk50, i_CLKFB=clk50,
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD", p_CLKI_DIV=pll["CLKI_DIV"], p_CLKOP_ENABLE="ENABLED",
+                p_CLKOP_DIV=pll["CLKOP_DIV"], p_CLKOP_CPHASE=pll["CLKOP_CPHASE"], p_CLKOP_FPHASE=0,
+                p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=pll["CLKFB_DIV"],
+                i_RST=0, i_STDBY=0, i_CLKI=clk25.io, o_CLKOP=clk, i_CLKFB=clk,
                 o_CLKINTFB=Signal(), i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
                 i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
-            # nextpnr derives the 50 MHz constraint from the PLL and the board's 25 MHz clock.
-            m.d.comb += [ClockSignal("sync").eq(clk50), ResetSignal("sync").eq(~locked)]
+            # nextpnr derives the clock constraint from the PLL and the board's 25 MHz clock.
+            m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(~locked)]
         else:
             m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
             m.d.comb += ClockSignal("sync").eq(clk_buf.i)

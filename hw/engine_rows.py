@@ -139,13 +139,21 @@ class RowPair(wiring.Component):
 
     @property
     def xsum_lag(self):
-        """Edges between a beat on ``x`` and its ``x_sum``: products (2) and tree levels."""
-        return 2 + self.levels
+        return self.xsum_lag_for(self.lanes)
 
     @property
     def latency(self):
+        return self.latency_for(self.lanes)
+
+    @staticmethod
+    def xsum_lag_for(lanes):
+        """Edges between a beat on ``x`` and its ``x_sum``: products (2) and tree levels."""
+        return 2 + tree_levels(lanes)
+
+    @staticmethod
+    def latency_for(lanes):
         """Products (2), tree levels, correction stage (1), array accumulator (1)."""
-        return 2 + self.levels + 2
+        return 2 + tree_levels(lanes) + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -221,7 +229,9 @@ class ScaleAccumulate(wiring.Component):
         mw, ew = decode_scale(m, self.w_scale, fmt, "w_scale")
         mx, ex = decode_scale(m, self.x_scale, fmt, "x_scale")
         p1 = reg("s1_p", signed(ar.array_sum_bits), self.psum)
-        m1 = reg("s1_mant", unsigned(ar.mant_product_bits), mw * mx)
+        # Shift-and-add rather than ``*``: Yosys would spend a MULT18X18D on this 4x4 product.
+        m1 = reg("s1_mant", unsigned(ar.mant_product_bits),
+                 sum(Mux(mw[b], mx << b, 0) for b in range(len(mw))))
         e1 = reg("s1_shift", unsigned(ar.exp_sum_bits), ew + ex)
         v1, l1 = reg("s1_valid", 1, self.valid), reg("s1_last", 1, self.last)
         pm_shape = signed(ar.array_sum_bits + (ar.mant_product_bits if fmt.mant_bits else 0))

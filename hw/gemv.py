@@ -108,7 +108,7 @@ class GEMV(wiring.Component):
     def latency(self):
         """Clock edges from issuing a row group's last beat to its results entering the drain:
         activation buffer read (2), decode (2), fan-out register (1), rows, scaling."""
-        return self._input_delay + RowPair(self.layout.config, self.layout.scalars_per_beat).latency + \
+        return self._input_delay + RowPair.latency_for(self.layout.scalars_per_beat) + \
             ScaleAccumulate.latency
 
     # The row datapath sees a beat this many edges after it is issued.
@@ -134,18 +134,21 @@ class GEMV(wiring.Component):
         self._scale(m, psum, tags, loader, drain)
         return m
 
+    # Weight and scale memories: the block RAM's own (synchronous) read register. A fabric
+    # register after it would buy ~5 ns on the 85F, but yowasp Yosys 0.70 then maps one bit of
+    # the 1664-bit weight word onto two conflicting flip-flops (nextpnr: "multiply driven").
+    _mem_latency = 1
+
     def _memory(self, m, name, width, depth, init, port, addr):
-        """A weight or scale memory: write port ``port`` (None: a ROM), read at ``addr``, the
-        read data registered (two edges after ``addr``)."""
+        """A weight or scale memory: write port ``port`` (None: a ROM), its read data
+        ``_mem_latency`` edges after ``addr``."""
         m.submodules[name] = mem = memory.Memory(shape=unsigned(width), depth=depth, init=init,
                                                  attrs={"no_rw_check": 1})
         if port is not None:
             wiring.connect(m, wiring.flipped(port), mem.write_port())
         rp = mem.read_port()
-        q = Signal(width, name=f"{name}_q")
         m.d.comb += rp.addr.eq(addr)
-        m.d.sync += q.eq(rp.data)
-        return q
+        return rp.data
 
     def _rows(self, m, dec, issuer):
         """The rows (pairs sharing multipliers, in groups of ``group_rows`` with their own copy of
@@ -156,7 +159,7 @@ class GEMV(wiring.Component):
         # The weight word is read so that its registered data meets the decoded activation.
         w_q = self._memory(m, "wmem", lay.weight_width, self.weight_depth,
                            self.image.weight_words if self.image is not None else [],
-                           None if self.rom else self.wmem, delay(m, iss.waddr, d_in - 2, "waddr"))
+                           None if self.rom else self.wmem, delay(m, iss.waddr, d_in - self._mem_latency, "waddr"))
         wv = data.View(lay.weight_word, w_q)
         first = delay(m, iss.first, d_in, "first")
         psum = []
@@ -164,8 +167,7 @@ class GEMV(wiring.Component):
         for g in range(0, R, self.group_rows):
             # A register per row group: the activation fans out to group_rows rows, not to all.
             x_g = delay(m, dec.words, 1, f"x_g{g}")
-            probe = RowPair(cfg, lay.scalars_per_beat)
-            x_sum = delay(m, dec.x_sum, d_in + probe.xsum_lag - (ActivationLoader.read_latency + dec.sum_latency),
+            x_sum = delay(m, dec.x_sum, d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency),
                           f"x_sum_g{g}")
             for r in range(g, min(g + self.group_rows, R), 2):
                 pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r))
@@ -176,7 +178,7 @@ class GEMV(wiring.Component):
                 row_lat = pair.latency
         lag = d_in + row_lat
         tags = {"valid": delay(m, valid & iss.alast, lag, "arr_valid"), "last": delay(m, iss.vlast, lag, "vec_last"),
-                "saddr": delay(m, iss.saddr, lag - 2, "saddr"), "lag": lag}
+                "saddr": delay(m, iss.saddr, lag - self._mem_latency, "saddr"), "lag": lag}
         return psum, tags
 
     def _scale(self, m, psum, tags, loader, drain):

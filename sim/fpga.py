@@ -15,7 +15,7 @@ from bcq.sw.formats.errors import BCQError, FileFormatError
 from bcq.sw.formats.files import atomic_write, check_writable_file
 from bcq.sw.host.progress import step
 
-__all__ = ["build_bitstream", "parse_report"]
+__all__ = ["build_bitstream", "parse_report", "worst_path", "timing_verdict", "check_timing", "format_report"]
 
 
 def _tool_env():
@@ -32,18 +32,56 @@ def _tool_env():
         os.environ.setdefault(var, shutil.which("true") or "/bin/true")
 
 
+_PATH_STEP = re.compile(r"^Info:\s+[\w-]+\s+[\d.]+\s+([\d.]+)\s+(?:Source|Net|Sink)\s+(\S+)", re.M)
+
+
+def worst_path(text):
+    """The last critical path nextpnr reported for a clock (the post-route one): ``{from, to,
+    delay_ns}``, or None when the log has none."""
+    blocks = re.split(r"^Info: Critical path report for ", text, flags=re.M)[1:]
+    blocks = [b for b in blocks if b.startswith("clock ")]
+    if not blocks:
+        return None
+    steps = _PATH_STEP.findall(blocks[-1])
+    if not steps:
+        return None
+    return {"from": steps[0][1], "to": steps[-1][1], "delay_ns": float(steps[-1][0])}
+
+
 def parse_report(text, clock_hz):
-    """{cells: {name: (used, available)}, fmax_mhz, target_mhz, met} from nextpnr's log/report."""
+    """{cells: {name: (used, available)}, fmax_mhz, target_mhz, met, worst_path} from nextpnr's
+    log/report (the last Fmax it printed: the post-route one)."""
     cells = {}
     for name, used, avail in re.findall(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
         cells[name] = (int(used), int(avail))
     fmax = [float(f) for f in re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", text)]
     f = min(fmax[-1:] or [0.0])
-    return {"cells": cells, "fmax_mhz": f, "target_mhz": clock_hz / 1e6, "met": f >= clock_hz / 1e6}
+    return {"cells": cells, "fmax_mhz": f, "target_mhz": clock_hz / 1e6, "met": f >= clock_hz / 1e6,
+            "worst_path": worst_path(text)}
+
+
+def timing_verdict(r):
+    """One line: the build's Fmax against its clock and its worst path (from, to, delay)."""
+    where = f"{r['board']}" + (f" seed {r['seed']}" if r.get("seed") is not None else "")
+    verdict = "meets timing" if r["met"] else "FAILS TIMING"
+    wp = r.get("worst_path")
+    path = (f"; worst path {wp['delay_ns']:.2f} ns from {wp['from']} to {wp['to']}" if wp
+            else "; no critical path in the log")
+    return f"{where}: {verdict}: Fmax {r['fmax_mhz']:.1f} MHz against the {r['target_mhz']:.1f} MHz clock{path}"
+
+
+def check_timing(reports, allow_fail=False):
+    """Raise :class:`BCQError` naming every build whose post-route Fmax is below its clock (one
+    line each), unless ``allow_fail``; returns the verdict lines."""
+    lines = [timing_verdict(r) for r in reports]
+    failed = [line for r, line in zip(reports, lines) if not r["met"]]
+    if failed and not allow_fail:
+        raise BCQError(f"timing not met: {'; '.join(failed)} (override: --allow-timing-fail)")
+    return lines
 
 
 def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=None, report_path=None,
-                    progress=False):
+                    progress=False, seed=None):
     """Build ``board``'s bitstream in ``out_dir/board`` and return the report (a dict).
 
     Parameters
@@ -61,6 +99,8 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
         the build directory are checked before the toolchain runs, not after.
     progress : bool
         Show the elapsed time of the (minutes-long) toolchain run on stderr (on a terminal).
+    seed : int, optional
+        nextpnr's placement seed; the build then goes to ``out_dir/board/seed-N``.
     """
     if board not in BOARDS:
         raise BCQError(f"unknown board {board!r}; allowed: {', '.join(BOARDS)}")
@@ -68,7 +108,9 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
         raise BCQError("--layer names a layer of --image; give --image too")
     if report_path is not None:
         check_writable_file(report_path)
-    out = Path(out_dir) / board
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 1 <= seed < 1 << 31):
+        raise BCQError(f"seed {seed!r}: a nextpnr seed is an integer 1..{(1 << 31) - 1}")
+    out = Path(out_dir) / board / (f"seed-{seed}" if seed is not None else "")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -85,9 +127,9 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
     try:
         # --timing-allow-fail: a design that misses the clock still gets its bitstream and report;
         # the report says it fails timing.
-        with step(f"{board}: Yosys, nextpnr, pack", enabled=progress):
+        with step(f"{board}{f' seed {seed}' if seed is not None else ''}: Yosys, nextpnr, pack", enabled=progress):
             platform.build(top, name="top", build_dir=str(out), do_program=False,
-                           nextpnr_opts="--timing-allow-fail")
+                           nextpnr_opts="--timing-allow-fail" + (f" --seed {seed}" if seed is not None else ""))
     except (OSError, __import__("subprocess").CalledProcessError) as e:  # toolchain failures
         raise BCQError(f"{board}: the FPGA build failed ({type(e).__name__}); logs in {out}/") from None
     log = "".join(p.read_text(errors="replace") for p in sorted(out.glob("top*.tim")) + sorted(out.glob("*.log"))
@@ -95,7 +137,8 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
     report = parse_report(log, params["clock"])
     bit = next((p for p in (out / "top.bit", out / "top.bin") if p.exists()), None)
     report.update(board=board, bitstream=str(bit) if bit else None, seconds=time.perf_counter() - t0,
-                  build_id=build_id, engine={k: params[k] for k in ("lanes", "max_rows", "max_cols")},
+                  build_id=build_id, seed=seed, clock_hz=params["clock"],
+                  engine={k: params[k] for k in ("lanes", "blocks_per_cycle", "max_rows", "max_cols")},
                   baked_layer=top.layer.name if top.layer is not None else None)
     if report_path is not None:
         atomic_write(report_path, (json.dumps(report, indent=1) + "\n").encode())
@@ -109,6 +152,5 @@ def format_report(r):
     for name, (used, avail) in r["cells"].items():
         if used:
             lines.append(f"  {name:<16} {used:>6} / {avail:<6} ({100 * used / avail:.0f}%)")
-    verdict = "meets timing" if r["met"] else "FAILS TIMING"
-    lines.append(f"  Fmax {r['fmax_mhz']:.1f} MHz against the requested {r['target_mhz']:.1f} MHz: {verdict}")
+    lines.append("  " + timing_verdict(r))
     return "\n".join(lines)

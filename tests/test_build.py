@@ -12,8 +12,8 @@ from helpers import exactly
 import pytest
 import torch
 
-from bcq.hw.board import BOARDS, BoardTop
-from bcq.sim.fpga import build_bitstream, parse_report
+from bcq.hw.board import BOARDS, BoardTop, ecp5_pll_params
+from bcq.sim.fpga import build_bitstream, check_timing, parse_report, timing_verdict
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import default_codebooks
 from bcq.sw.formats.errors import BCQError, FileFormatError
@@ -35,6 +35,96 @@ def test_report_takes_the_final_fmax_and_the_utilisation():
     assert r["fmax_mhz"] == 52.71 and r["met"]
     r = parse_report(SAMPLE.replace("52.71", "47.00"), 50e6)
     assert not r["met"]
+
+
+PATH_LOG = """Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.52  0.52 Source early.q.Q0
+Info:      setup  0.10  9.90 Source early.d.M
+Info: Max frequency for clock '$glbnet$clk': 101.01 MHz (PASS at 100.00 MHz)
+Info: Routing..
+Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  5.83  5.83 Source wmem.0.0.DOB7
+Info:    routing  1.31  7.14 Net _18_[25] (15,46) -> (15,45)
+Info:                          Sink wmem_q_TRELLIS_FF_Q_25.M
+Info:      setup  6.22 13.36 Source rows0.beat_sum0_TRELLIS_FF_Q.M
+Info: 12.05 ns logic, 1.31 ns routing
+Info: Critical path report for cross-domain path '<async>' -> 'posedge $glbnet$clk':
+Info:       type curr  total name
+Info:     source  0.00  0.00 Source din$tr_io.O
+Info:    routing  5.86  5.86 Net din (96,95) -> (30,57)
+Info: Max frequency for clock '$glbnet$clk': 74.86 MHz (FAIL at 100.00 MHz)
+"""
+
+
+def _report(text, seed):
+    r = parse_report(text, 100e6)
+    r.update(board="ulx3s-85f", seed=seed)
+    return r
+
+
+def test_report_names_the_post_route_worst_path():
+    """The last clock path report is the post-route one; cross-domain reports are not clock paths."""
+    r = _report(PATH_LOG, 2)
+    assert r["worst_path"] == {"from": "wmem.0.0.DOB7", "to": "rows0.beat_sum0_TRELLIS_FF_Q.M", "delay_ns": 13.36}
+    assert r["fmax_mhz"] == 74.86 and not r["met"]
+    assert timing_verdict(r) == ("ulx3s-85f seed 2: FAILS TIMING: Fmax 74.9 MHz against the 100.0 MHz clock; "
+                                 "worst path 13.36 ns from wmem.0.0.DOB7 to rows0.beat_sum0_TRELLIS_FF_Q.M")
+    assert parse_report("Info: nothing\n", 100e6)["worst_path"] is None
+
+
+def test_timing_gate_fails_when_any_seed_misses_its_clock():
+    """One seed below its clock fails the whole build (exit status), unless allowed; passing
+    seeds only print their verdicts."""
+    good = _report(PATH_LOG.replace("74.86 MHz (FAIL", "120.00 MHz (PASS"), 1)
+    bad = _report(PATH_LOG, 2)
+    assert check_timing([good]) == [timing_verdict(good)]
+    with pytest.raises(BCQError, match=exactly(
+            f"timing not met: {timing_verdict(bad)} (override: --allow-timing-fail)")):
+        check_timing([good, bad, good])
+    assert check_timing([good, bad], allow_fail=True) == [timing_verdict(good), timing_verdict(bad)]
+
+
+@pytest.mark.parametrize("allow,code", [(False, 2), (True, 0)])
+def test_build_command_exit_status_follows_timing(tmp_path, monkeypatch, capsys, allow, code):
+    """`bcq build --seeds "1 2"`: one build per seed (reports parsed from nextpnr logs here), exit
+    status 2 when one misses its clock, 0 with --allow-timing-fail; the JSON lists every seed."""
+    from bcq import cli
+    logs = {1: PATH_LOG.replace("74.86 MHz (FAIL", "120.00 MHz (PASS"), 2: PATH_LOG}
+
+    def fake_build(board, out_dir, seed=None, **kw):
+        r = _report(logs[seed], seed)
+        r.update(bitstream=f"{out_dir}/{board}/seed-{seed}/top.bit", seconds=1.0, build_id=1,
+                 engine={"lanes": 16, "blocks_per_cycle": 2, "max_rows": 256, "max_cols": 512})
+        return r
+
+    monkeypatch.setattr(cli, "build_bitstream", fake_build)
+    argv = ["build", "--board", "ulx3s-85f", "-o", str(tmp_path), "--seeds", "1 2", "--json", str(tmp_path / "r.json")]
+    assert cli.main(argv + (["--allow-timing-fail"] if allow else [])) == code
+    out, err = capsys.readouterr()
+    assert "ulx3s-85f seed 2: FAILS TIMING: Fmax 74.9 MHz" in out and "120.0, 74.9 MHz" in out
+    assert ("bcq: error: timing not met: ulx3s-85f seed 2" in err) == (not allow)
+    assert [r["seed"] for r in json.loads((tmp_path / "r.json").read_text())] == [1, 2]
+
+
+def test_seeds_are_checked():
+    from bcq import cli
+    with pytest.raises(BCQError, match=exactly("--seeds '1 x': nextpnr seeds, integers 1..2147483647 separated "
+                                               "by spaces")):
+        cli._seeds("1 x")
+    assert cli._seeds("1 2,3") == [1, 2, 3] and cli._seeds(None) == [None]
+
+
+def test_pll_dividers_for_the_engine_clock():
+    """Dividers through the 600 MHz VCO, as ecppll gives them (50 MHz: the former hand-set values)."""
+    assert ecp5_pll_params(25e6, 50e6) == {"CLKI_DIV": 1, "CLKFB_DIV": 2, "CLKOP_DIV": 12, "CLKOP_CPHASE": 5}
+    assert ecp5_pll_params(25e6, 100e6) == {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6, "CLKOP_CPHASE": 2}
+    assert ecp5_pll_params(25e6, 75e6) == {"CLKI_DIV": 1, "CLKFB_DIV": 3, "CLKOP_DIV": 8, "CLKOP_CPHASE": 3}
+    with pytest.raises(BCQError, match=exactly(
+            "the ECP5 PLL cannot make 90 MHz from 25 MHz through a 600 MHz VCO; allowed: 25 MHz * n dividing "
+            "600 MHz")):
+        ecp5_pll_params(25e6, 90e6)
 
 
 def test_boards_elaborate_for_their_platforms():
