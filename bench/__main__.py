@@ -11,6 +11,7 @@ import time
 import torch
 
 from bcq.hw.bcq_dot import BCQDot
+from bcq.hw.board import BOARDS
 from bcq.hw.bxp_mac import BxPMac
 from bcq.hw.gemv import GEMV
 from bcq.hw.int_mac import IntMac
@@ -89,25 +90,49 @@ def bench_speed():
     return {"encode_scalars_per_s": out, "calibration_s": cal, "threads": torch.get_num_threads()}
 
 
+def _unit_cost(c, macs):
+    """Per-MAC figures of one synthesis: LUT4, the honest LUT4 + 2 * CCU2C (a CCU2C is two LUT4s
+    with carry logic), MACs per MULT18X18D and DP16KD per MAC."""
+    return {**c, "macs_per_cycle": macs, "LUT4_per_MAC": c["LUT4"] / macs,
+            "LUT4eq_per_MAC": (c["LUT4"] + 2 * c["CCU2"]) / macs,
+            "MACs_per_MULT18": macs / c["MULT18X18D"] if c["MULT18X18D"] else None,
+            "DP16KD_per_MAC": c["EBR"] / macs}
+
+
+def _cost_row(label, flow, c):
+    per_dsp = f"{c['MACs_per_MULT18']:.1f}" if c["MACs_per_MULT18"] else "-"
+    return [label, flow, c["macs_per_cycle"], c["LUT4"], c["FF"], c["CCU2"], c["EBR"], c["MULT18X18D"],
+            f"{c['LUT4_per_MAC']:.1f}", f"{c['LUT4eq_per_MAC']:.1f}", per_dsp, f"{c['DP16KD_per_MAC']:.2f}"]
+
+
+COST_HEADER = ["unit", "flow", "MACs/cycle", "LUT4", "FF", "CCU2C", "DP16KD", "MULT18X18D", "LUT4/MAC",
+               "(LUT4+2 CCU2C)/MAC", "MACs/MULT18", "DP16KD/MAC"]
+
+
 def bench_hw():
+    """Every unit in both Yosys flows (DSPs on, and ``synth_ecp5 -nodsp``), in one table."""
+    units = [("bcq_dot_b1", "bcq-dot B=1 (default config)", lambda: BCQDot(BCQConfig(), blocks_per_cycle=1), "bcq_dot"),
+             ("bcq_dot_b2", "bcq-dot B=2 (default config)", lambda: BCQDot(BCQConfig(), blocks_per_cycle=2), "bcq_dot"),
+             ("int8_mac_x8", "int8 MAC array x8 (baseline)", lambda: IntMac(8, lanes=8), "int_mac"),
+             ("int8_mac_x16", "int8 MAC array x16 (baseline)", lambda: IntMac(8, lanes=16), "int_mac"),
+             ("mxfp4_dot_x8", "mxfp4-dot x8 (baseline)", lambda: MXFP4Dot(lanes=8), "mx_dot")]
     rows, out = [], {}
-    for bpc in (1, 2):
-        dut = BCQDot(BCQConfig(), blocks_per_cycle=bpc)
-        c = synth_ecp5(dut, "bcq_dot")
-        c["LUT4_per_MAC"] = c["LUT4"] / dut.macs_per_cycle
-        out[f"bcq_dot_b{bpc}"] = {"macs_per_cycle": dut.macs_per_cycle, **c}
-        rows.append([f"bcq-dot B={bpc}", dut.macs_per_cycle, c["LUT4"], c["FF"], c["MULT18X18D"], c["CCU2"],
-                     c["EBR"], f"{c['LUT4_per_MAC']:.1f}"])
-    # Baselines of equal MACs/cycle (8): MXFP4 dot-product unit, INT8 MAC array.
-    for key, label, dut, name in (("mxfp4_dot_x8", "mxfp4-dot (baseline)", MXFP4Dot(lanes=8), "mx_dot"),
-                                  ("int8_mac_x8", "int8 MAC x8 (baseline)", IntMac(8, lanes=8), "int_mac")):
-        c = synth_ecp5(dut, name)
-        c["LUT4_per_MAC"] = c["LUT4"] / dut.macs_per_cycle
-        out[key] = {"macs_per_cycle": dut.macs_per_cycle, **c}
-        rows.append([label, dut.macs_per_cycle, c["LUT4"], c["FF"], c["MULT18X18D"], c["CCU2"],
-                     c["EBR"], f"{c['LUT4_per_MAC']:.1f}"])
-    table("Yosys synth_ecp5, default config", ["unit", "MACs/cycle", "LUT4", "FF", "MULT18X18D", "CCU2C",
-                                                "DP16KD", "LUT4/MAC"], rows)
+    for key, label, make, name in units:
+        for flow, dsp in (("dsp", True), ("nodsp", False)):
+            dut = make()
+            c = _unit_cost(synth_ecp5(dut, name, dsp=dsp), dut.macs_per_cycle)
+            out.setdefault(key, {})[flow] = c
+            rows.append(_cost_row(label, "DSP" if dsp else "-nodsp", c))
+    table("Unit cost, Yosys synth_ecp5 (DSP flow and -nodsp), default config", COST_HEADER, rows)
+    b1, mx, i8 = out["bcq_dot_b1"], out["mxfp4_dot_x8"], out["int8_mac_x16"]
+    targets = [["LUT4/MAC (DSP flow) <= MXFP4's", f"{b1['dsp']['LUT4_per_MAC']:.1f}", f"<= {mx['dsp']['LUT4_per_MAC']:.1f}",
+                "yes" if b1["dsp"]["LUT4_per_MAC"] <= mx["dsp"]["LUT4_per_MAC"] else "NO"],
+               ["LUT4/MAC (-nodsp) <= 0.75 x INT8 array's", f"{b1['nodsp']['LUT4_per_MAC']:.1f}",
+                f"<= {0.75 * i8['nodsp']['LUT4_per_MAC']:.1f}",
+                "yes" if b1["nodsp"]["LUT4_per_MAC"] <= 0.75 * i8["nodsp"]["LUT4_per_MAC"] else "NO"],
+               ["DP16KD per lane <= 0.5", f"{b1['dsp']['DP16KD_per_MAC']:.2f}", "<= 0.50",
+                "yes" if b1["dsp"]["DP16KD_per_MAC"] <= 0.5 else "NO"]]
+    table("Issue 13 unit targets (bcq-dot B=1)", ["target", "measured", "bound", "met"], targets)
     return out
 
 
@@ -179,22 +204,35 @@ def bench_bxp():
 
 
 def bench_engine():
+    """The board's engine (16 rows x 2 blocks on the ULX3S-85F): resources per MAC (synth_ecp5,
+    DSP flow), and bit-exact layers on Verilator: MACs/cycle, GMAC/s at the board clock and the
+    compute time of one layer per vector."""
     torch.manual_seed(0)
+    board = BOARDS["ulx3s-85f"]
+    lanes, bpc, clock = board["lanes"], board["blocks_per_cycle"], board["clock"]
     layers = {"nn.Linear 256x256": torch.nn.Linear(256, 256, bias=False).weight.detach(),
               "MiniLM L0 query 384x384": minilm_layer("encoder.layer.0.attention.self.query.weight")}
-    rows, out = [], {}
-    for lanes in (4, 16):
-        c = synth_ecp5(GEMV(EngineLayout(DEFAULT, lanes, 1), max_rows=64, max_cols=1024), "gemv")
-        for name, w in layers.items():
-            with tempfile.TemporaryDirectory() as tmp:
-                r = simulate_layer(tmp, name.split()[0], w, lanes=lanes, vectors=2)
-            out[f"R{lanes} {name}"] = {k: r[k] for k in ("rel_l2", "cycles", "macs_per_cycle", "peak_macs_per_cycle")}
-            rows.append([lanes, name, f"{r['macs_per_cycle']:.1f} / {r['peak_macs_per_cycle']}", f"{r['rel_l2']:.4f}",
-                         c["LUT4"], c["FF"], c["MULT18X18D"], c["EBR"]])
-        out[f"synth R{lanes}"] = c
-    table("BCQ matrix-vector engine (Verilator, 2 vectors, bit-exact; synth_ecp5 for up to 64 x 1024)",
-          ["lanes R", "layer", "MACs/cycle (measured / peak)", "rel. L2 vs FP32", "LUT4", "FF", "MULT18X18D",
-           "DP16KD"], rows)
+    eng = GEMV(EngineLayout(DEFAULT, lanes, bpc), max_rows=board["max_rows"], max_cols=board["max_cols"])
+    c = _unit_cost(synth_ecp5(eng, "gemv"), eng.macs_per_cycle)
+    out = {"synth": c, "lanes": lanes, "blocks_per_cycle": bpc, "clock_hz": clock}
+    table(f"Board engine ({lanes} rows x {bpc} blocks, up to {board['max_rows']} x {board['max_cols']}), "
+          "synth_ecp5 DSP flow, whole engine (memories, decode, scaling, control)", COST_HEADER,
+          [_cost_row("gemv (ulx3s-85f engine)", "DSP", c)])
+    rows = []
+    for name, w in layers.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            r = simulate_layer(tmp, name.split()[0], w, lanes=lanes, blocks_per_cycle=bpc, vectors=2)
+        per_vector = r["cycles"] / 2
+        out[name] = {**{k: r[k] for k in ("rel_l2", "cycles", "macs_per_cycle", "peak_macs_per_cycle")},
+                     "cycles_per_vector": per_vector, "us_per_vector": per_vector / clock * 1e6,
+                     "gmacs": r["macs_per_cycle"] * clock / 1e9, "peak_gmacs": r["peak_macs_per_cycle"] * clock / 1e9}
+        rows.append([name, f"{r['macs_per_cycle']:.1f} / {r['peak_macs_per_cycle']}", f"{r['rel_l2']:.4f}",
+                     f"{per_vector:.0f}", f"{per_vector / clock * 1e6:.2f}",
+                     f"{out[name]['gmacs']:.1f} / {out[name]['peak_gmacs']:.1f}"])
+    table(f"Board engine on Verilator (2 vectors, bit-exact against the golden model; times at the "
+          f"{clock / 1e6:g} MHz board clock, vector load included)",
+          ["layer", "MACs/cycle (measured / peak)", "rel. L2 vs FP32", "cycles per vector", "us per vector",
+           "GMAC/s (measured / peak)"], rows)
     return out
 
 

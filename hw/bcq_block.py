@@ -36,7 +36,11 @@ def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
     RAM); every copy is written through the shared ``cbw`` port (None: a ROM). Returns the
     read data, valid the cycle after ``addr`` and held while ``en`` is low. A read and a write
     of the same entry on one clock edge read the old value."""
-    mem = memory.Memory(shape=signed(config.entry_bits), depth=config.n_codebooks * config.n_entries, init=init)
+    # no_rw_check: the codebook is written while no vector is in flight (BCQDot's ``cbw``
+    # contract), so a read never meets a write of its own entry in use; without the attribute
+    # Yosys wraps every table in read-old-data collision logic (~20 LUT4 per table).
+    mem = memory.Memory(shape=signed(config.entry_bits), depth=config.n_codebooks * config.n_entries, init=init,
+                        attrs={"no_rw_check": 1})
     m.submodules[name] = mem
     if cbw is not None:
         wiring.connect(m, wiring.flipped(cbw), mem.write_port())

@@ -19,7 +19,7 @@ from bcq.sw.host.image import read_image, write_image
 from .runner import build, run_cocotb
 
 
-def simulate_layer(workdir, name, weight, *, lanes=4, vectors=4, seed=0, stall=0.0, baked=False,
+def simulate_layer(workdir, name, weight, *, lanes=4, blocks_per_cycle=1, vectors=4, seed=0, stall=0.0, baked=False,
                    waves=False, max_rows=384, max_cols=384):
     """Returns {rel_l2, cycles, macs_per_cycle, peak_macs_per_cycle, image, sim_log, verilog?}.
 
@@ -28,7 +28,7 @@ def simulate_layer(workdir, name, weight, *, lanes=4, vectors=4, seed=0, stall=0
 
     work = Path(workdir).resolve()
     cb = default_codebooks()
-    layout = EngineLayout(cb.config, lanes, 1)
+    layout = EngineLayout(cb.config, lanes, blocks_per_cycle)
     write_image(work / "image", {name: weight}, cb, layout)
     img = read_image(work / "image", layout)
     xs = torch.randn(vectors, weight.shape[1], generator=torch.Generator().manual_seed(seed))

@@ -113,7 +113,7 @@ def damage(path, how, rehash=False):
     ("not json", "manifest.json", "not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
                                   "(char 1))"),
     ("whitespace", "manifest.json", "not the text this program writes (edited or damaged)"),
-    ("shape+", "manifest.json", "field layers[0].weights.depth/width 48/144 do not match shape [13, 128] (64/144 "
+    ("shape+", "manifest.json", "field layers[0].weights.depth/width 48/208 do not match shape [13, 128] (64/208 "
                                 "expected)"),
     ("config+", "manifest.json", "invalid config: block_len=3; allowed: (2, 4, 8, 16)"),
     ("layout+", "manifest.json", "field layout does not match the word layout this program writes"),
