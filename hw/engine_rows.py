@@ -61,7 +61,7 @@ def pack_pair(w0, w1, e):
     With ``P = pack_pair(w0, w1, e) * x`` for signed e-bit ``x``, the low field
     ``L = P[0:2e]`` (signed) is ``(w0 + 2**(e-1)) * x`` exactly, and ``w1 * x = P[2e:4e]`` (signed)
     ``+ P[2e-1]``: the upper field borrows one from the lower when ``L < 0``. Checked for every
-    operand triple by ``tests/test_engine_rows.py`` and proven by ``sim/formal.py``."""
+    operand triple by ``tests/test_engine_rows.py`` (and the gateware by its simulator tests)."""
     return Cat(w0[:e - 1], ~w0[e - 1], Const(0, e), w1).as_signed()
 
 

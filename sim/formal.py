@@ -11,9 +11,6 @@ Proofs (harnesses and the specification are in ``sim/formal_spec.py``):
   the block datapath, which is these two parts wired in series (``hw/bcq_block.py``).
 * ``stream``: the whole BCQ unit's stream contract under every valid/ready pattern (BMC,
   depth argued in ``stream_depth``).
-* ``row_pair``: the matrix-vector engine's row pair (two rows' products packed into one
-  multiplier per lane, with the offset and borrow corrections) gives both rows' array sums for
-  all codewords and array boundaries (BMC, depth argued in ``row_pair_harness``).
 
 Work directories go to ``sim_build/formal/<name>/``; a failing proof names its counterexample
 trace (VCD).
@@ -32,8 +29,7 @@ from amaranth.back import rtlil
 
 from bcq.sw.formats.config import DEFAULT
 
-from .formal_spec import (decode_depth, decode_harness, products_depth, products_harness, row_pair_depth,
-                          row_pair_harness, stream_depth, stream_harness)
+from .formal_spec import decode_depth, decode_harness, products_depth, products_harness, stream_depth, stream_harness
 from .runner import ROOT
 
 __all__ = ["Proof", "Result", "run_proof", "select", "main"]
@@ -80,9 +76,6 @@ def _proofs():
                                engine="smtbmc yices")     # 2.6 s here against 33 s with Boolector
     proofs["stream"] = Proof("stream", "BCQ unit stream contract, default config",
                              lambda: stream_harness(DEFAULT), stream_depth(DEFAULT))
-    proofs["row_pair"] = Proof("row_pair", "engine row pair (2 products per multiplier) == spec array sums, "
-                               "default config, 16 lanes", lambda: row_pair_harness(DEFAULT), row_pair_depth(DEFAULT),
-                               engine="smtbmc yices")
     return proofs
 
 

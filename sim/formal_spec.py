@@ -13,7 +13,6 @@ import torch
 
 from bcq.hw.bcq_block import BeatProducts, CodewordDecode
 from bcq.hw.bcq_dot import BCQDot
-from bcq.hw.engine_rows import RowPair
 from bcq.sw.contract.geometry import BeatGeometry
 from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.config import BCQConfig
@@ -21,7 +20,7 @@ from bcq.sw.formats.golden import dot_fixed
 from bcq.sw.formats.lobcq import BCQTensor
 
 __all__ = ["TableEntrySpec", "spec_address", "spec_sum", "decode_harness", "decode_depth", "products_harness", "products_depth",
-           "stream_harness", "stream_depth", "row_pair_harness", "row_pair_depth"]
+           "stream_harness", "stream_depth"]
 
 
 class TableEntrySpec(Elaboratable):
@@ -258,46 +257,3 @@ def stream_harness(config: BCQConfig):
         ran, lasts, started = r, t, s
     m.d.comb += Assert(~(started & ran) | (dut.o.valid == lasts))
     return m, clk
-
-
-# -- the matrix-vector engine's row datapath --------------------------------------------------
-
-ENGINE_LANES = 16          # S of the ULX3S engine (16 rows x 2 blocks of 8)
-ENGINE_ARRAY_BEATS = 4     # its beats per block array (array_len 64 / 16)
-
-
-def row_pair_harness(config: BCQConfig, lanes=ENGINE_LANES):
-    """Returns ``(module, clock)``: :class:`RowPair` (two rows sharing one multiplier per lane)
-    gives each row's running array sum, spec side ``sum_j w_r[j] * x[j]`` summed from the last
-    beat with ``first`` high, for every codeword sequence and array boundary pattern. The
-    harness feeds ``x_sum`` as the engine does (the plain sum of the beat's activation codewords,
-    ``xsum_lag`` edges late). Sums are compared modulo ``2**array_sum_bits``, the width the
-    engine keeps (it holds every array sum the format can produce).
-
-    BMC depth (``row_pair_depth``): the pipeline's registers after ``latency`` edges are functions
-    of the beats of those edges and the running sums; ``latency + ENGINE_ARRAY_BEATS + 2`` steps
-    reach arrays of up to ``ENGINE_ARRAY_BEATS`` beats leaving the pipeline, back to back and split
-    by any ``first`` pattern."""
-    m, clk = _harness()
-    m.submodules.dut = dut = RowPair(config, lanes, rows=2)
-    x = _free(m, dut.x.shape(), "x")
-    w = [_free(m, dut.w[0].shape(), f"w{r}") for r in range(2)]
-    first = _free(m, 1, "first")
-    m.d.comb += [dut.x.eq(x), dut.first.eq(first)] + [dut.w[r].eq(w[r]) for r in range(2)]
-    one = Signal(init=1, name="always")
-    xs = Signal(signed(32), name="spec_x_sum")
-    m.d.comb += xs.eq(sum((x[j] for j in range(lanes)), Const(0, signed(32))))
-    m.d.comb += dut.x_sum.eq(_delayed(m, one, xs, dut.xsum_lag, "x_sum")[0])
-    width = dut.psum[0].shape().width
-    for r in range(2):
-        run, prev = Signal(signed(32), name=f"spec_run{r}"), Signal(signed(32), name=f"spec_prev{r}")
-        m.d.comb += run.eq(Mux(first, 0, prev) + spec_sum([w[r][j] for j in range(lanes)],
-                                                          [x[j] for j in range(lanes)]))
-        m.d.sync += prev.eq(run)
-        exp, full = _delayed(m, one, run, dut.latency, f"expected{r}")
-        m.d.comb += Assert(~full | (dut.psum[r] == exp[:width].as_signed()))
-    return m, clk
-
-
-def row_pair_depth(config: BCQConfig, lanes=ENGINE_LANES):
-    return RowPair.latency_for(lanes) + ENGINE_ARRAY_BEATS + 2

@@ -80,3 +80,22 @@ def test_engine_written_at_run_time(tmp_path, seed):
     got = run_engine(dut, 5, [activation_beats(x, layout.geometry)], seed,
                      write=([v & mask for v in cb.entries.flatten().tolist()], layer.weight_words, layer.scale_words))
     assert got[0] == dot_fixed(layer.weights, x).tolist()
+
+
+@pytest.mark.parametrize("entry_bits", [6, 8])
+def test_engine_back_to_back_groups_under_back_pressure(tmp_path, seed, entry_bits):
+    """One beat per row (array_len = B * block_len): every beat ends a row group, so the issuer
+    runs on its result-bank credits alone, against a consumer that stalls most cycles; entry
+    width 8 takes the unpacked (one product per multiplier) row path, 6 the packed one."""
+    cfg = BCQConfig(block_len=8, array_len=16, entry_bits=entry_bits)
+    cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
+    layout = EngineLayout(cfg, 3, 2)
+    g = torch.Generator().manual_seed(seed)
+    rows, cols = 11, 16
+    write_image(tmp_path, {"fc": torch.randn(rows, cols, generator=g)}, cb, layout)
+    layer = read_image(tmp_path, layout).layers["fc"]
+    xs = [encode(torch.randn(cols, generator=g) * 3, cb) for _ in range(3)]
+    dut = GEMV(layout, max_rows=16, max_cols=32, codebooks=cb, image=layer)
+    got = run_engine(dut, rows, [activation_beats(x, layout.geometry) for x in xs], seed, stall=0.8)
+    for x, res in zip(xs, got):
+        assert res == dot_fixed(layer.weights, x).tolist()
