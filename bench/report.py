@@ -70,8 +70,13 @@ def _plots(d, out):
 def _lut_per_mac(d):
     rows = []
     for key, v in d.get("hw", {}).items():
-        if isinstance(v, dict) and v.get("macs_per_cycle"):
+        if isinstance(v, dict) and v.get("macs_per_cycle"):     # results of the single-flow bench
             rows.append((f"{key} ({v['macs_per_cycle']} MAC/c, DSPs on)", v["LUT4"] / v["macs_per_cycle"]))
+        elif isinstance(v, dict):                                 # {flow: counts}, both flows
+            for flow, c in v.items():
+                if isinstance(c, dict) and c.get("macs_per_cycle"):
+                    rows.append((f"{key} ({c['macs_per_cycle']} MAC/c, {'DSPs on' if flow == 'dsp' else 'no DSP'})",
+                                 c["LUT4"] / c["macs_per_cycle"]))
     syn = d.get("bxp", {}).get("synth", {}).get("nodsp", {})
     if "int8_mac_x16" in syn:
         rows.append(("int8 MAC x16 (no DSP)", syn["int8_mac_x16"]["LUT4"] / 16))
@@ -80,6 +85,37 @@ def _lut_per_mac(d):
             ppc = DEFAULT_BXP.products_per_cycle(mode)
             rows.append((f"Ax-BxP MAC {mode.name} ({ppc}/c, no DSP)", syn["bxp_mac"]["LUT4"] / ppc))
     return rows
+
+
+# Issue 13's "today" column: measured with `make bench` / `make bitstream` before the engine
+# rework (the issue's table), kept here so that the report shows old and new side by side.
+BEFORE_13 = {"bcq_dot_b1": {"dsp": 96.6, "nodsp": 232.1, "DP16KD": 16, "MULT18X18D": 10},
+             "engine": {"macs": 32, "DP16KD": 109, "MULT18X18D": 40, "clock_mhz": 50, "fmax_mhz": "46.4 to 55.6"}}
+
+
+def _issue13(d):
+    hw = d.get("hw", {})
+    b1 = hw.get("bcq_dot_b1", {})
+    if "dsp" not in b1:
+        return []
+    L = ["## Issue 13: unit cost before and after (Yosys synth_ecp5, both flows)", "",
+         "| figure | before | after | bound |", "|---|---|---|---|"]
+    mx, i8 = hw.get("mxfp4_dot_x8", {}), hw.get("int8_mac_x16", {})
+    L.append(f"| bcq-dot B=1 LUT4/MAC, DSP flow | {BEFORE_13['bcq_dot_b1']['dsp']} | {b1['dsp']['LUT4_per_MAC']:.1f} | "
+             f"<= MXFP4's {mx.get('dsp', {}).get('LUT4_per_MAC', float('nan')):.1f} |")
+    L.append(f"| bcq-dot B=1 LUT4/MAC, -nodsp | {BEFORE_13['bcq_dot_b1']['nodsp']} | {b1['nodsp']['LUT4_per_MAC']:.1f} | "
+             f"<= 0.75 x INT8 x16's = {0.75 * i8.get('nodsp', {}).get('LUT4_per_MAC', float('nan')):.1f} |")
+    L.append(f"| bcq-dot B=1 DP16KD (8 lanes) | {BEFORE_13['bcq_dot_b1']['DP16KD']} | {b1['dsp']['EBR']} | <= 4 |")
+    eng = d.get("engine", {}).get("synth")
+    if eng:
+        be = BEFORE_13["engine"]
+        L.append(f"| board engine MAC/cycle | {be['macs']} | {eng['macs_per_cycle']} | >= 256 |")
+        L.append(f"| board engine DP16KD / MAC | {be['DP16KD'] / be['macs']:.2f} | {eng['DP16KD_per_MAC']:.2f} | |")
+        L.append(f"| board engine MACs / MULT18X18D | {be['macs'] / be['MULT18X18D']:.2f} | "
+                 f"{eng['MACs_per_MULT18'] or 0:.2f} | >= 2 (goal) |")
+        L.append(f"| board engine LUT4 / MAC | | {eng['LUT4_per_MAC']:.1f} | |")
+    L.append("")
+    return L
 
 
 def write(d, out=RESULTS):
@@ -126,6 +162,7 @@ def write(d, out=RESULTS):
         L += ["## Hardware cost (Yosys synth_ecp5)", "", "| unit | LUT4 per MAC |", "|---|---|"]
         L += [f"| {u} | {v:.1f} |" for u, v in hw]
         L.append("")
+    L += _issue13(d)
     syn = d.get("bxp", {}).get("synth", {})
     if syn:
         L += ["## Reconfigurable MAC vs plain MACs (Yosys synth_ecp5)", "",

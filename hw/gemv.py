@@ -1,7 +1,13 @@
-"""BCQ matrix-vector engine: R lanes of the BCQ dot-product unit over a weight memory.
+"""BCQ matrix-vector engine: R rows computed in parallel, B blocks (B * Lb MACs) per row and cycle.
 
 y = W x for a LO-BCQ-encoded matrix W (in the engine's memories, laid out as
-``bcq.sw.contract.image_layout.EngineLayout`` defines) and a LO-BCQ-encoded activation vector x.
+``bcq.sw.contract.image_layout.EngineLayout`` defines: weights as decoded codewords) and a
+LO-BCQ-encoded activation vector x. Structure, each a component joined by streams or plain
+ports (``bcq.hw.gemv_parts``, ``bcq.hw.engine_rows``)::
+
+    x -> ActivationLoader (buffer) -> Issuer (row group, beat) -> memory reads
+      -> ActivationDecode (once for all rows) -> RowPair x R/2 (two rows per multiplier)
+      -> ScaleAccumulate x R -> ResultDrain (two banks) -> o
 """
 
 from amaranth import Module, Signal, signed, unsigned
@@ -38,6 +44,8 @@ class GEMV(wiring.Component):
         Initial weight and scale memory contents (a layer of an image with this layout).
     rom : bool
         Bake codebooks and image in (no write ports).
+    group_rows : int
+        Rows that share one register copy of the activation codewords (bounds their fan-out).
 
     Members
     -------
@@ -51,9 +59,14 @@ class GEMV(wiring.Component):
     busy : ``Out(1)``
         High from the first activation beat until the last row has left.
     wmem, smem, cbw : write ports of the weight, scale and codebook memories (absent with ``rom``).
+        The codebook table decodes activations only (weights are stored decoded); write it
+        while no vector is in flight.
 
     Throughput: R * B * Lb MACs per cycle while computing; a vector of N columns and M rows
-    takes about ceil(M/R) * N/(B*Lb) cycles after it has been loaded (N/(B*Lb) cycles).
+    takes about ceil(M/R) * N/(B*Lb) cycles after it has been loaded (N/(B*Lb) cycles), plus
+    ``latency`` + R cycles for the last row group to drain. A row group's last beat waits
+    while both result banks are full, so the datapath itself never stalls.
+    Latency: ``latency`` edges from a row group's last beat to its results in the drain.
     """
 
     def __init__(self, layout: EngineLayout, *, max_rows=64, max_cols=1024, codebooks: Codebooks | None = None,

@@ -107,7 +107,7 @@ def damage(path, how, rehash=False):
     ("bit flip", "a.weight.weights.bin", "SHA-256 mismatch: the file is damaged or was changed"),
     ("truncated", "codebook.hex", "758 bytes; the hex file of 256 words of 6 bits must be 768 bytes"),
     ("magic", "manifest.json", "field kind must be 'bcq-image'"),
-    ("version", "manifest.json", "field version 99 is not supported (this program reads version 1)"),
+    ("version", "manifest.json", "field version 99 is not supported (this program reads version 2)"),
     ("shape", "manifest.json", "field manifest_sha256: checksum mismatch, the manifest was damaged or edited"),
     ("no manifest", "manifest.json", "missing: not an image directory (or an interrupted write)"),
     ("not json", "manifest.json", "not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "

@@ -45,7 +45,7 @@ __all__ = ["write_image", "read_image", "image_files", "Image", "LayerImage", "I
            "FLOAT_DTYPES"]
 
 IMAGE_KIND = "bcq-image"
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2  # 2: weight words hold decoded codewords (issue 13), 1: indices
 MAX_ROWS = 1 << 20
 MAX_COLS = 1 << 20
 # A manifest holds about 600 bytes per layer: 16 MiB is tens of thousands of layers.
