@@ -110,6 +110,9 @@ class RowPair(wiring.Component):
         The beat's activation codewords (shared by every row).
     w : ``In(data.ArrayLayout(data.ArrayLayout(signed(entry_bits), lanes), rows))``
         The beat's weight codewords of each row.
+    valid : ``In(1)``
+        ``x`` and ``w`` hold a beat (otherwise the array sums hold: the issuer may pause
+        inside an array while it waits for a result bank).
     first : ``In(1)``
         The beat is the first of its block array.
     x_sum : ``In(signed(entry_bits + tree_levels(lanes)))``
@@ -128,7 +131,7 @@ class RowPair(wiring.Component):
         e = config.entry_bits
         words = data.ArrayLayout(signed(e), lanes)
         super().__init__({
-            "x": In(words), "w": In(data.ArrayLayout(words, rows)), "first": In(1),
+            "x": In(words), "w": In(data.ArrayLayout(words, rows)), "valid": In(1), "first": In(1),
             "x_sum": In(signed(e + tree_levels(lanes))),
             "psum": Out(data.ArrayLayout(signed(self.arith.array_sum_bits), rows)),
         })
@@ -176,10 +179,12 @@ class RowPair(wiring.Component):
             fixes[0] = -(self.x_sum << (e - 1))
             fixes[1] = pipelined_tree(m, "borrows", [b.as_unsigned() for b in borrows], self.levels + 2)
         first = delay(m, self.first, 2 + self.levels + 1, "first")
+        valid = delay(m, self.valid, 2 + self.levels + 1, "valid")
         for r in range(self.rows):
             beat = Signal(signed(beat_bits), name=f"beat_sum{r}")
             m.d.sync += beat.eq(sums[r] + fixes[r])
-            m.d.sync += self.psum[r].eq(Mux(first, 0, self.psum[r]) + beat)
+            with m.If(valid):
+                m.d.sync += self.psum[r].eq(Mux(first, 0, self.psum[r]) + beat)
         return m
 
 

@@ -175,6 +175,7 @@ class GEMV(wiring.Component):
                            None if self.rom else self.wmem, delay(m, iss.waddr, d_in - self._mem_latency, "waddr"))
         wv = data.View(lay.weight_word, w_q)
         first = delay(m, iss.first, d_in, "first")
+        beat_valid = delay(m, valid, d_in, "beat_valid")
         psum = []
         row_lat = None
         for g in range(0, R, self.group_rows):
@@ -185,7 +186,7 @@ class GEMV(wiring.Component):
             for r in range(g, min(g + self.group_rows, R), 2):
                 pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r))
                 m.submodules[f"rows{r}"] = pair
-                m.d.comb += [pair.x.eq(x_g), pair.first.eq(first), pair.x_sum.eq(x_sum)]
+                m.d.comb += [pair.x.eq(x_g), pair.valid.eq(beat_valid), pair.first.eq(first), pair.x_sum.eq(x_sum)]
                 m.d.comb += [pair.w[k].eq(wv[r + k].cw) for k in range(pair.rows)]
                 psum += [pair.psum[k] for k in range(pair.rows)]
                 row_lat = pair.latency

@@ -41,7 +41,8 @@ def _edge_words(rng, lanes, e):
 
 @pytest.mark.parametrize("entry_bits,lanes,rows", [(6, 16, 2), (6, 8, 1), (8, 8, 2), (4, 16, 2)])
 def test_row_pair_array_sums(seed, entry_bits, lanes, rows):
-    """Random beats (extremes over-represented) in arrays of 1..5 beats: ``psum`` of each row,
+    """Random beats (extremes over-represented) in arrays of 1..5 beats, with idle cycles
+    (``valid`` low, random words) anywhere, also inside an array: ``psum`` of each row,
     ``latency`` edges after an array's last beat, is the plain sum of that array's products."""
     cfg = BCQConfig(entry_bits=entry_bits)
     dut = RowPair(cfg, lanes, rows)
@@ -59,21 +60,30 @@ def test_row_pair_array_sums(seed, entry_bits, lanes, rows):
         if i in ends:
             want[i] = run
     got = {}
+    # The cycle of each beat: idle cycles (random words, valid low) between beats.
+    slots, t = [], 0
+    for _ in beats:
+        t += rng.choice((0, 0, 0, 1, 3))
+        slots.append(t)
+        t += 1
+    at = {c: i for i, c in enumerate(slots)}
 
     async def tb(ctx):
         xsum = []
-        for t in range(len(beats) + dut.latency + 1):
-            if t < len(beats):
-                x, ws = beats[t]
-                ctx.set(dut.x, x)
-                for r in range(rows):
-                    ctx.set(dut.w[r], ws[r])
-                ctx.set(dut.first, first[t])
-                xsum.append(sum(x))
+        for t in range(slots[-1] + dut.latency + 1):
+            i = at.get(t)
+            x, ws = beats[i] if i is not None else (_edge_words(rng, lanes, entry_bits),
+                                                     [_edge_words(rng, lanes, entry_bits) for _ in range(rows)])
+            ctx.set(dut.x, x)
+            for r in range(rows):
+                ctx.set(dut.w[r], ws[r])
+            ctx.set(dut.valid, i is not None)
+            ctx.set(dut.first, first[i] if i is not None else rng.random() < 0.5)
+            xsum.append(sum(x))
             # x_sum is the engine's (ActivationDecode's) job: the beat's sum, xsum_lag edges late.
             lagged = t - dut.xsum_lag
             ctx.set(dut.x_sum, xsum[lagged] if 0 <= lagged < len(xsum) else 0)
-            done = t - dut.latency
+            done = at.get(t - dut.latency)
             if done in want:
                 got[done] = [ctx.get(dut.psum[r]) for r in range(rows)]
             await ctx.tick()

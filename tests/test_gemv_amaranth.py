@@ -82,20 +82,21 @@ def test_engine_written_at_run_time(tmp_path, seed):
     assert got[0] == dot_fixed(layer.weights, x).tolist()
 
 
-@pytest.mark.parametrize("entry_bits", [6, 8])
-def test_engine_back_to_back_groups_under_back_pressure(tmp_path, seed, entry_bits):
-    """One beat per row (array_len = B * block_len): every beat ends a row group, so the issuer
-    runs on its result-bank credits alone, against a consumer that stalls most cycles; entry
+@pytest.mark.parametrize("entry_bits,array_len,cols", [(6, 16, 16), (8, 16, 16), (6, 64, 128)])
+def test_engine_back_to_back_groups_under_back_pressure(tmp_path, seed, entry_bits, array_len, cols):
+    """Short rows against a consumer that stalls most cycles, so the issuer waits for result
+    banks: with one beat per row (array_len = B * block_len) every beat ends a row group; with
+    four-beat arrays the issuer pauses inside an array (the rows must hold their sums). Entry
     width 8 takes the unpacked (one product per multiplier) row path, 6 the packed one."""
-    cfg = BCQConfig(block_len=8, array_len=16, entry_bits=entry_bits)
+    cfg = BCQConfig(block_len=8, array_len=array_len, entry_bits=entry_bits)
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
     layout = EngineLayout(cfg, 3, 2)
     g = torch.Generator().manual_seed(seed)
-    rows, cols = 11, 16
+    rows = 11
     write_image(tmp_path, {"fc": torch.randn(rows, cols, generator=g)}, cb, layout)
     layer = read_image(tmp_path, layout).layers["fc"]
     xs = [encode(torch.randn(cols, generator=g) * 3, cb) for _ in range(3)]
-    dut = GEMV(layout, max_rows=16, max_cols=32, codebooks=cb, image=layer)
+    dut = GEMV(layout, max_rows=16, max_cols=128, codebooks=cb, image=layer)
     got = run_engine(dut, rows, [activation_beats(x, layout.geometry) for x in xs], seed, stall=0.8)
     for x, res in zip(xs, got):
         assert res == dot_fixed(layer.weights, x).tolist()
