@@ -13,12 +13,13 @@ from bcq.hw.units import UNITS, write_verilog
 from bcq.sim.fpga import build_bitstream, format_report
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.calibdata import synthetic_calibration_data
-from bcq.sw.formats.codebooks import default_codebooks, load_codebooks
-from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.codebooks import CODEBOOK_SOURCES, DEFAULT_SOURCE, default_codebooks, load_codebooks
+from bcq.sw.formats.config import PRESETS, BCQConfig
 from bcq.sw.formats.errors import BCQError, FileFormatError
 from bcq.sw.formats.lobcq import calibrate
 from bcq.sw.formats.quantizers import FORMATS, get_format, sqnr_db
 from bcq.sw.host.image import read_image, write_image
+from bcq.sw.host.minilm import minilm_calibration_data
 from bcq.sw.host.models import load_state_dict, select_layers
 
 from .demo import run_demo
@@ -41,25 +42,27 @@ def _load_tensor(path):
     return obj
 
 
-def _config(text):
-    return BCQConfig.parse(text) if text else BCQConfig()
+def _config(text, preset=None):
+    """``--preset`` (default: the default config), then ``--config`` assignments over it."""
+    base = BCQConfig.preset(preset) if preset else BCQConfig()
+    return BCQConfig.parse(text, base) if text else base
 
 
-def _codebooks(path, config_text=None):
+def _codebooks(path, config_text=None, preset=None, source=DEFAULT_SOURCE):
     if path:
         cb = load_codebooks(path)
-        if config_text and _config(config_text) != cb.config:
-            raise BCQError(f"--config does not match the config stored in {path}")
+        if (config_text or preset) and _config(config_text, preset) != cb.config:
+            raise BCQError(f"--config/--preset does not match the config stored in {path}")
         return cb
-    return default_codebooks(_config(config_text) if config_text else None)
+    return default_codebooks(_config(config_text, preset), source)
 
 
 def cmd_quantize(args):
     x = _load_tensor(args.input)
-    fmt = get_format(args.format, _codebooks(args.codebooks, args.config)
+    fmt = get_format(args.format, _codebooks(args.codebooks, args.config, args.preset, args.source)
                      if args.format == "lobcq" else None)
-    if args.format != "lobcq" and args.config:
-        raise BCQError("--config applies to the lobcq format only")
+    if args.format != "lobcq" and (args.config or args.preset):
+        raise BCQError("--config and --preset apply to the lobcq format only")
     xq = fmt.fake_quant(x)
     sqnr = sqnr_db(x, xq)
     if args.output:
@@ -83,16 +86,34 @@ def _save_tensor(t, path):
         raise FileFormatError(path, f"cannot write: {e.strerror}") from None
 
 
+def calibrate_command(args):
+    """The canonical command line of a calibration (recorded in the codebook file, so a shipped set
+    names how to rebuild it; file names and -o are left out)."""
+    words = ["bcq", "calibrate", *map(str, args.inputs)]
+    words += ["--preset", args.preset] if args.preset else []
+    words += ["--config", args.config] if args.config else []
+    words += ["--synthetic"] * bool(args.synthetic) + ["--minilm"] * bool(args.minilm)
+    for flag, value, default in (("--iters", args.iters, 30), ("--seed", args.seed, 0),
+                                 ("--max-blocks", args.max_blocks, 1 << 16)):
+        words += [flag, str(value)] if value != default else []
+    return " ".join(words)
+
+
 def cmd_calibrate(args):
-    config = _config(args.config)
+    config = _config(args.config, args.preset)
+    device = _device(args.device)
     data = [_load_tensor(p) for p in args.inputs]
-    if args.synthetic or not data:
+    synthetic = args.synthetic or not (data or args.minilm)
+    if synthetic:
         data += synthetic_calibration_data(args.seed)
+    if args.minilm:
+        data += minilm_calibration_data(config.array_len)[0]
     res = calibrate(data, config, iters=args.iters, seed=args.seed, max_blocks=args.max_blocks,
-                    device=_device(args.device), progress=not args.quiet,
+                    device=device, progress=not args.quiet,
                     log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
-    res.codebooks.provenance["data"] = [str(p) for p in args.inputs] + (
-        ["synthetic"] if args.synthetic or not args.inputs else [])
+    res.codebooks.provenance["data"] = [str(p) for p in args.inputs] + ["synthetic"] * synthetic + (
+        ["minilm: linear weights + inputs on sw/host/data/calibration_sentences.txt"] if args.minilm else [])
+    res.codebooks.provenance["command"] = calibrate_command(args)
     try:
         res.codebooks.save(args.output)
     except OSError as e:
@@ -113,13 +134,13 @@ def _device(name):
 def cmd_verilog(args):
     if args.unit not in UNITS:
         raise BCQError(f"unknown unit {args.unit!r}; allowed: {', '.join(UNITS)}")
-    info = write_verilog(args.unit, args.output, config=_config(args.config), options=args.option,
+    info = write_verilog(args.unit, args.output, config=_config(args.config, args.preset), options=args.option,
                          image=args.image, layer=args.layer)
     print(info)
 
 
 def cmd_weights(args):
-    cb = _codebooks(args.codebooks, args.config)
+    cb = _codebooks(args.codebooks, args.config, args.preset, args.source)
     layout = EngineLayout(cb.config, args.lanes, args.blocks_per_cycle)
     layers = select_layers(load_state_dict(args.model), args.layers, cb.config.array_len)
     manifest = write_image(args.output, layers, cb, layout)
@@ -162,6 +183,15 @@ def cmd_build(args):
         raise BCQError(f"{args.board}: Fmax {report['fmax_mhz']:.1f} MHz misses {report['target_mhz']:.0f} MHz")
 
 
+def _preset_args(p, codebook_source=False):
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="named BCQ config (default: " + next(iter(PRESETS)) + "); --config changes fields of it")
+    if codebook_source:
+        p.add_argument("--source", default=DEFAULT_SOURCE, choices=CODEBOOK_SOURCES,
+                       help="which shipped codebooks (without --codebooks): calibrated on the synthetic "
+                            "mix or on MiniLM-L6 data")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="bcq", description="W4A4 LO-BCQ quantizer, golden model and RTL generator")
     sub = p.add_subparsers(dest="command", required=True)
@@ -172,6 +202,7 @@ def build_parser():
     q.add_argument("--format", default="lobcq", choices=FORMATS)
     q.add_argument("--codebooks", help="codebook JSON from 'bcq calibrate' (default: the shipped set)")
     q.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4 (lobcq only)")
+    _preset_args(q, codebook_source=True)
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_quantize)
 
@@ -179,7 +210,10 @@ def build_parser():
     c.add_argument("inputs", nargs="*", help="tensors (.pt) to calibrate on (default: the synthetic mix)")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--synthetic", action="store_true", help="add the shipped synthetic calibration mix")
+    c.add_argument("--minilm", action="store_true",
+                   help="add MiniLM-L6's linear weights and recorded inputs on the calibration sentences")
     c.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    _preset_args(c)
     c.add_argument("--iters", type=int, default=30)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-blocks", type=int, default=1 << 16)
@@ -190,6 +224,7 @@ def build_parser():
     v = sub.add_parser("verilog", help="write a unit's Verilog")
     v.add_argument("--unit", required=True)
     v.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    _preset_args(v)
     v.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware parameter, e.g. blocks_per_cycle=2, max_len=8192")
     v.add_argument("--image", help="gemv: image directory whose layer initializes the memories")
@@ -202,6 +237,7 @@ def build_parser():
     w.add_argument("-o", "--output", required=True, help="image directory")
     w.add_argument("--layers", nargs="+", help="tensor names (default: every 2-D weight that fits)")
     w.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    _preset_args(w, codebook_source=True)
     w.add_argument("--codebooks", help="codebook JSON (default: the shipped set)")
     w.add_argument("--lanes", type=int, default=4, help="engine lanes R (rows in parallel)")
     w.add_argument("--blocks-per-cycle", type=int, default=1)

@@ -22,13 +22,10 @@ from tqdm.auto import tqdm
 from .codebooks import Codebooks
 from .config import BCQConfig
 from .errors import BCQError, ShapeError
-from .numerics import scale_encode_ceil, scale_value
+from .numerics import scale_code, scale_code_values, scale_value
 
 __all__ = ["BCQTensor", "encode", "decode", "fake_quant", "calibrate", "CalibrationResult",
            "check_tensor"]
-
-_CHUNK_BLOCKS = 1 << 16
-
 
 def check_tensor(x, multiple, what="tensor"):
     """Shared input checks: a floating tensor, finite, last dimension a multiple of ``multiple``."""
@@ -97,7 +94,8 @@ def _tensor_scale(x, cfg):
 
 
 def _nearest(y, entries):
-    """Per scalar, the index of the nearest entry (ties: smaller value, then lower index)."""
+    """Per scalar, the index of the nearest entry (ties: smaller value, then lower index), for any
+    real entries (calibration). Returns (indices, entry values)."""
     vals, order = torch.sort(entries.to(y.dtype), stable=True)
     mids = (vals[1:] + vals[:-1]) / 2
     pos = torch.bucketize(y, mids, right=False)
@@ -105,51 +103,181 @@ def _nearest(y, entries):
     return order[pos], vals[pos]
 
 
+def _block_errors(y, q, block_len):
+    """Squared error of every block, summed in scalar order (the definition the tie rules and the
+    slow reference in the tests share). ``y`` [n] or [n, 1], ``q`` [n, k] -> [n / Lb, k]."""
+    d = (q - y).square_().reshape(-1, block_len, q.shape[-1])
+    err = d[:, 0].clone()
+    for j in range(1, block_len):
+        err += d[:, j]
+    return err
+
+
 def _assign(blocks, entries):
-    """blocks: float [nb, Lb] normalized. Returns selectors [nb], indices [nb, Lb], sq. error [nb]."""
-    best_err = best_sel = best_idx = None
-    for c in range(entries.shape[0]):
-        idx, q = _nearest(blocks, entries[c])
-        err = ((blocks - q) ** 2).sum(-1)
-        if best_err is None:
-            best_err, best_sel, best_idx = err, torch.zeros_like(err, dtype=torch.int64), idx
-        else:
-            better = err < best_err  # strict: ties keep the lower codebook number
-            best_err = torch.where(better, err, best_err)
-            best_sel = torch.where(better, c, best_sel)
-            best_idx = torch.where(better.unsqueeze(-1), idx, best_idx)
-    return best_sel, best_idx, best_err
+    """Any real entries (calibration): blocks float64 [nb, Lb] -> selectors [nb], indices
+    [nb, Lb], squared error [nb]. The same decisions as the encoder: per codebook the nearest
+    entry (ties: smaller value, then lower index), block errors summed in scalar order, the least
+    error wins (ties: the lower codebook). All codebooks at once, in layout [Nc, scalars]."""
+    nc, ne = entries.shape
+    vals, order = torch.sort(entries.to(blocks.dtype), dim=-1, stable=True)
+    # Duplicate values: the first (lowest original index) of equal values.
+    first = torch.stack([torch.searchsorted(vals[c], vals[c], side="left") for c in range(nc)])
+    index_of = order.gather(1, first)                              # [Nc, 16] sorted pos -> index
+    mids = (vals[:, 1:] + vals[:, :-1]) / 2                        # [Nc, 15]
+    step = 1 << 12 if blocks.device.type == "cpu" else 1 << 22     # blocks per chunk
+    parts = [_assign_chunk(blocks[b:b + step], vals, mids, index_of) for b in range(0, blocks.shape[0], step)]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+def _assign_chunk(blocks, vals, mids, index_of):
+    nb, lb = blocks.shape
+    nc, ne = vals.shape
+    y = blocks.reshape(1, -1)
+    pos = torch.zeros(nc, y.shape[1], dtype=torch.uint8, device=blocks.device)
+    for k in range(ne - 1):                                        # pos = #mids < y (ties: lower)
+        pos += y > mids[:, k:k + 1]
+    pos = pos.to(torch.int64)
+    d = vals.gather(1, pos).sub_(y).square_().view(nc, nb, lb)     # [Nc, nb, Lb]
+    err = d[:, :, 0].clone()
+    for j in range(1, lb):
+        err += d[:, :, j]
+    best, sel = err.min(0)
+    idx = index_of.gather(1, pos).view(nc, nb, lb)
+    best_idx = idx.gather(0, sel.view(1, nb, 1).expand(1, nb, lb)).squeeze(0)
+    return sel, best_idx, best
+
+
+class _IntegerTables:
+    """The nearest-entry search of integer codebooks as a table lookup.
+
+    Midpoints of integer entries are multiples of 1/2, so for every real y the nearest entry
+    (ties: smaller value, then lower index) depends only on ``t = ceil(2 y)``: y in
+    ((t-1)/2, t/2] never straddles a midpoint, and y = t/2 on a midpoint takes the smaller
+    value, as ``_nearest`` at y = t/2 does. ``t`` is clamped to [2 entry_min, 2 entry_max + 1],
+    beyond which the answer is the extreme entry.
+
+    Members
+    -------
+    t_lo, t_hi : int
+        The clamp range of ``t``.
+    index : int64 [T, Nc]
+        ``index[t - t_lo, c]``: the entry index codebook ``c`` gives.
+    value : float64 [T, Nc]
+        That entry's value.
+    """
+
+    def __init__(self, codebooks, device):
+        cfg = codebooks.config
+        self.t_lo, self.t_hi = 2 * cfg.entry_min, 2 * cfg.entry_max + 1
+        y = torch.arange(self.t_lo, self.t_hi + 1, dtype=torch.float64) / 2
+        e = codebooks.entries
+        cols = [_nearest(y, e[c]) for c in range(e.shape[0])]
+        self.index = torch.stack([i for i, _ in cols], 1).to(device)
+        self.value = torch.stack([v for _, v in cols], 1).to(device)
+
+
+def _array_scales(amax, ts, cfg):
+    """Per block array, from ``amax`` = max |x| over the array (any float dtype, exact): the scale
+    code (uint8) and the divisor of the normalization (float64; ``inf`` for the zero scale, so
+    that such an array normalizes to 0).
+
+    ``need = (amax / ts) / entry_max`` in float64, in that order, and the code is
+    ``scale_code(need, format, scale_rule)``."""
+    need = amax.to(torch.float64) / ts / cfg.entry_max
+    codes = scale_code(need, cfg.scale, cfg.scale_rule)
+    first, values = scale_code_values(cfg.scale)
+    sv = values.to(amax.device)[codes.to(torch.int64) - first]
+    return codes, sv, torch.where(sv > 0, sv, torch.inf)
+
+
+def _normalize_arrays(xa, ts, cfg):
+    """Rows of block arrays ``xa`` [na, LA] (any float dtype) -> (scale codes uint8 [na],
+    scale values float64 [na], normalized ``y = (x / ts) / s`` float64 [na, LA], in that order).
+    amax is taken in the input's own dtype: exact, and max commutes with the monotonic division."""
+    codes, sv, div = _array_scales(xa.abs().amax(-1), ts, cfg)
+    y = xa.to(torch.float64).div_(ts).div_(div.unsqueeze(-1))
+    return codes, sv, y
 
 
 def _normalize(x, cfg):
-    """x float64 [..., n] -> (tensor scale, scale codes [..., n/LA], normalized y [..., n])."""
+    """x float [..., n] -> (tensor scale, scale codes [..., n/LA], normalized y float64 [..., n])."""
     ts = _tensor_scale(x, cfg)
-    arrays = x.reshape(*x.shape[:-1], -1, cfg.array_len) / ts
-    need = arrays.abs().amax(-1) / cfg.entry_max
-    codes = scale_encode_ceil(need, cfg.scale)
-    sv = scale_value(codes, cfg.scale).to(x.device)
-    y = torch.where(sv.unsqueeze(-1) > 0, arrays / sv.unsqueeze(-1).clamp(min=1e-300), 0.0)
-    return ts, codes, y.reshape(x.shape)
+    codes, _, y = _normalize_arrays(x.reshape(-1, cfg.array_len), ts, cfg)
+    return ts, codes.reshape(*x.shape[:-1], -1), y.reshape(x.shape)
+
+
+def _chunk_arrays(cfg, device):
+    """Block arrays per chunk: about 2**14 scalars on a CPU (the [n, Nc] float64 intermediates
+    stay in L2), 2**24 on an accelerator (few, large kernels)."""
+    scalars = 1 << 14 if torch.device(device).type == "cpu" else 1 << 24
+    return max(1, scalars // cfg.array_len)
+
+
+def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None):
+    """The encoder (the same arithmetic as :func:`_normalize` + :func:`_assign`, as tables).
+
+    Per chunk of block arrays: scales; ``t = ceil(2 y)``; every codebook's quantized scalars by one
+    row gather from :class:`_IntegerTables`; every codebook's block errors, summed in scalar
+    order, in one pass; the least error by ``min`` (first minimum: the lower codebook). Returns
+    ``(ts, scale codes, selectors, indices, values)`` on ``x``'s device; selectors and indices
+    only with ``codes_out``, values (``codeword * s * ts`` in float64, cast to ``values_dtype``,
+    the same as :func:`decode`) only with ``values_dtype``."""
+    cfg = codebooks.config
+    lb, la, nc = cfg.block_len, cfg.array_len, cfg.n_codebooks
+    bpa = la // lb
+    dev = x.device
+    x = x.detach()
+    ts = _tensor_scale(x, cfg)
+    tab = _IntegerTables(codebooks, dev)
+    index_flat, value_flat = tab.index.reshape(-1), tab.value.reshape(-1)
+    xa = x.reshape(-1, la)
+    na = xa.shape[0]
+    codes = torch.empty(na, dtype=torch.uint8, device=dev)
+    sels = torch.empty(na, bpa, dtype=torch.uint8, device=dev) if codes_out else None
+    idxs = torch.empty(na, bpa, lb, dtype=torch.uint8, device=dev) if codes_out else None
+    vals = torch.empty(na, bpa, lb, dtype=values_dtype, device=dev) if values_dtype is not None else None
+    step = _chunk_arrays(cfg, dev)
+    for a0 in range(0, na, step):
+        a1 = min(na, a0 + step)
+        chunk = xa[a0:a1]
+        c, sv, div = _array_scales(chunk.abs().amax(-1), ts, cfg)
+        codes[a0:a1] = c
+        # Scalar-position-major layout [Lb, arrays, blocks]: the table gather reads whole rows
+        # (every codebook's value for one t) and the block sums add contiguous slices.
+        y = torch.empty(lb, a1 - a0, bpa, dtype=torch.float64, device=dev)
+        y.copy_(chunk.view(-1, bpa, lb).permute(2, 0, 1)).div_(ts).div_(div.view(1, -1, 1))
+        y = y.view(-1)
+        t = (2 * y).clamp_(tab.t_lo, tab.t_hi).ceil_().sub_(tab.t_lo).to(torch.int64)
+        d = tab.value.index_select(0, t)                          # [Lb * nb, Nc]
+        d.sub_(y.unsqueeze(-1)).square_()
+        d = d.view(lb, -1, nc)
+        err = d[0].clone()                                        # scalar order, as defined
+        for j in range(1, lb):
+            err += d[j]
+        sel = err.min(-1).indices                                 # first minimum: lower codebook
+        pick = t.view(lb, -1).mul_(nc).add_(sel)                  # [Lb, nb]
+        shape = (lb, a1 - a0, bpa)
+        if codes_out:
+            sels[a0:a1] = sel.view(-1, bpa)
+            idxs[a0:a1] = index_flat.index_select(0, pick.view(-1)).view(shape).permute(1, 2, 0)
+        if vals is not None:
+            cw = value_flat.index_select(0, pick.view(-1)).view(shape)
+            vals[a0:a1] = cw.mul_(sv.view(1, -1, 1)).mul_(ts).permute(1, 2, 0)
+    return ts, codes, sels, idxs, vals
 
 
 def encode(x, codebooks: Codebooks) -> BCQTensor:
-    """Encode a float tensor (last dim a multiple of LA) with the frozen ``codebooks``."""
+    """Encode a float tensor (last dim a multiple of LA) with the frozen ``codebooks``.
+
+    The result is on the CPU; the work runs on ``x``'s device (CPU or CUDA, same results)."""
     cfg = codebooks.config
     check_tensor(x, cfg.array_len)
-    x64 = x.detach().to(torch.float64)
-    ts, codes, y = _normalize(x64, cfg)
-    blocks = y.reshape(-1, cfg.block_len)
-    entries = codebooks.entries.to(x64.device)
-    sels, idxs = [], []
-    for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
-        s, i, _ = _assign(blocks[start:start + _CHUNK_BLOCKS], entries)
-        sels.append(s)
-        idxs.append(i)
+    ts, codes, sels, idxs, _ = _encode_chunks(x, codebooks)
     lead = x.shape[:-1]
-    return BCQTensor(codebooks,
-                     torch.cat(idxs).reshape(x.shape).to(torch.uint8).cpu(),
-                     torch.cat(sels).reshape(*lead, -1).to(torch.uint8).cpu(),
-                     codes.to(torch.uint8).cpu(), ts)
+    return BCQTensor(codebooks, idxs.reshape(x.shape).cpu(), sels.reshape(*lead, -1).cpu(),
+                     codes.reshape(*lead, -1).cpu(), ts)
 
 
 def decode(q: BCQTensor, dtype=torch.float32):
@@ -160,8 +288,10 @@ def decode(q: BCQTensor, dtype=torch.float32):
 
 
 def fake_quant(x, codebooks: Codebooks):
-    """Quantize-dequantize (same shape and dtype), for simulating W4A4 in a torch model."""
-    return decode(encode(x, codebooks), dtype=x.dtype).to(x.device)
+    """Quantize-dequantize (same shape, dtype and device): ``decode(encode(x))`` bit for bit,
+    without building the encoded tensor, for simulating W4A4 in a torch model."""
+    check_tensor(x, codebooks.config.array_len)
+    return _encode_chunks(x, codebooks, codes_out=False, values_dtype=x.dtype)[4].reshape(x.shape)
 
 
 # -- calibration ------------------------------------------------------------------------------
@@ -185,35 +315,49 @@ class CalibrationResult:
     mse_final: float   # the same, with the codebooks rounded to the integer grid
 
 
-def _init_codebooks(blocks, cfg):
-    """Deterministic start: sort blocks by their RMS, cut into Nc groups, and give codebook c
-    the 16 quantiles of its group."""
-    order = torch.argsort(blocks.pow(2).mean(-1), stable=True)
-    groups = torch.tensor_split(blocks[order], cfg.n_codebooks)
-    q = (torch.arange(cfg.n_entries, dtype=torch.float64, device=blocks.device) + 0.5) / cfg.n_entries
-    init = []
-    for g in groups:
-        vals = g.flatten()
-        if vals.numel() > 1 << 24:  # torch.quantile's input limit
-            vals = vals[:: (vals.numel() >> 24) + 1]
-        init.append(torch.quantile(vals, q) if vals.numel() else torch.zeros_like(q))
-    return torch.stack(init)
+def _sum_squares(blocks):
+    """Per block, the sum of squares in scalar order (identical on every device)."""
+    acc = blocks[:, 0] * blocks[:, 0]
+    for j in range(1, blocks.shape[1]):
+        acc = acc + blocks[:, j] * blocks[:, j]
+    return acc
 
 
-def _lloyd_step(blocks, sel, entries):
-    """One Lloyd-Max step per cluster: nearest-entry partition of the cluster's scalars, then
-    each entry moves to the mean of its cell. Neither half can raise the squared error; empty
-    cells keep their level."""
+def _order_statistics(values, n):
+    """``n`` evenly spaced order statistics of ``values`` (the ``(k + 1/2) / n`` quantiles by
+    nearest rank, no interpolation, so every device picks the same elements)."""
+    v = torch.sort(values.reshape(-1)).values
+    if v.numel() == 0:
+        return torch.zeros(n, dtype=values.dtype, device=values.device)
+    ranks = ((torch.arange(n, device=v.device) * 2 + 1) * v.numel()) // (2 * n)
+    return v[ranks]
+
+
+def _init_codebooks(blocks, n_codebooks, n_entries):
+    """Deterministic start: sort blocks by their energy, cut into Nc groups, and give codebook c
+    the 16 evenly spaced order statistics of its group's scalars."""
+    order = torch.argsort(_sum_squares(blocks), stable=True)
+    groups = torch.tensor_split(blocks[order], n_codebooks)
+    return torch.stack([_order_statistics(g, n_entries) for g in groups])
+
+
+_FIX = 24        # Lloyd sums in fixed point, 2**-24 units: exact, so every device agrees
+_Y_LIMIT = 256.0  # |normalized scalar| bound for the fixed-point sums (entries are within 128)
+
+
+def _lloyd_step(blocks, sel, idx, entries):
+    """One Lloyd-Max step per cluster: with each block's scalars already at their nearest entry of
+    their cluster's codebook (``idx``, from :func:`_assign` with these ``entries``), each entry
+    moves to the mean of its cell. Neither half can raise the squared error; empty cells keep
+    their level. The sums are exact integers (scalars in units of 2**-24), so the result does not
+    depend on the summation order of a device."""
     nc, ne = entries.shape
-    idx = torch.empty_like(blocks, dtype=torch.int64)
-    for c in range(nc):
-        mask = sel == c
-        if mask.any():
-            idx[mask] = _nearest(blocks[mask], entries[c])[0]
-    key = (sel.unsqueeze(-1) * ne + idx).flatten()
-    sums = torch.bincount(key, weights=blocks.flatten(), minlength=nc * ne)
+    key = (sel.unsqueeze(-1) * ne + idx).reshape(-1)
+    fixed = torch.round(blocks.reshape(-1).clamp(-_Y_LIMIT, _Y_LIMIT) * (1 << _FIX)).to(torch.int64)
+    sums = torch.zeros(nc * ne, dtype=torch.int64, device=blocks.device).index_add_(0, key, fixed)
     counts = torch.bincount(key, minlength=nc * ne)
-    return torch.where(counts > 0, sums / counts.clamp(min=1), entries.flatten()).reshape(nc, ne)
+    means = sums.to(torch.float64) / counts.clamp(min=1).to(torch.float64) / (1 << _FIX)
+    return torch.where(counts > 0, means, entries.reshape(-1)).reshape(nc, ne)
 
 
 def calibrate(data, config: BCQConfig, *, iters=30, seed=0, max_blocks=1 << 16, device="cpu",
@@ -224,9 +368,11 @@ def calibrate(data, config: BCQConfig, *, iters=30, seed=0, max_blocks=1 << 16, 
     never increases. The final codebooks are rounded to the INT``entry_bits`` grid; the MSE
     they reach is ``mse_final``.
 
-    ``data``: a float tensor or a list of them (each last dim a multiple of LA). At most
-    ``max_blocks`` blocks (a seeded random subset) are used. The CPU path is the reference;
-    a fixed seed reproduces its codebooks exactly. ``device="cuda"`` runs the same code on a GPU.
+    ``data``: a float tensor or a list of them (each last dim a multiple of LA), normalized as the
+    encoder does (tensor scale, array scales by ``config.scale_rule``). At most ``max_blocks``
+    blocks (a seeded random subset; ``None``: all) are used. A fixed seed reproduces the codebooks
+    exactly, on any ``device`` (``"cpu"``, ``"cuda"``): every step is elementwise IEEE arithmetic,
+    comparisons, sorting or exact integer sums.
     """
 
     tensors = data if isinstance(data, (list, tuple)) else [data]
@@ -237,22 +383,22 @@ def calibrate(data, config: BCQConfig, *, iters=30, seed=0, max_blocks=1 << 16, 
     parts = []
     for i, t in enumerate(tensors):
         check_tensor(t, config.array_len, what=f"calibration tensor {i}")
-        y = _normalize(t.detach().to("cpu", torch.float64), config)[2]
-        parts.append(y.reshape(-1, config.block_len))
-    blocks = torch.cat(parts)
+        parts.append(_normalize(t.detach().to(device), config)[2].reshape(-1, config.block_len))
+    blocks = torch.cat(parts) if len(parts) > 1 else parts[0]
     gen = torch.Generator().manual_seed(seed)
-    if blocks.shape[0] > max_blocks:
-        blocks = blocks[torch.randperm(blocks.shape[0], generator=gen)[:max_blocks]]
-    blocks = blocks.to(device)
+    if max_blocks is not None and blocks.shape[0] > max_blocks:
+        blocks = blocks[torch.randperm(blocks.shape[0], generator=gen)[:max_blocks].to(device)]
+    if blocks.numel() >= 1 << 31:
+        raise BCQError(f"calibration on {blocks.numel()} scalars: at most 2**31 (lower max_blocks)")
     n_scalars = blocks.numel()
 
-    entries = _init_codebooks(blocks, config)
-    sel, _, err = _assign(blocks, entries)
+    entries = _init_codebooks(blocks, config.n_codebooks, config.n_entries)
+    sel, idx, err = _assign(blocks, entries)
     history = [float(err.sum()) / n_scalars]
     bar = tqdm(range(iters), desc="LO-BCQ calibrate", disable=not progress, leave=False)
     for it in bar:
-        entries = _lloyd_step(blocks, sel, entries)
-        sel, _, err = _assign(blocks, entries)
+        entries = _lloyd_step(blocks, sel, idx, entries)
+        sel, idx, err = _assign(blocks, entries)
         history.append(float(err.sum()) / n_scalars)
         bar.set_postfix(mse=f"{history[-1]:.5f}")
         if log is not None:
@@ -265,5 +411,5 @@ def calibrate(data, config: BCQConfig, *, iters=30, seed=0, max_blocks=1 << 16, 
     order = torch.argsort(-counts, stable=True)
     grid = torch.sort(grid.cpu()[order], dim=-1).values.to(torch.int64)
     cb = Codebooks(config, grid, {"iters": iters, "seed": seed, "blocks": int(blocks.shape[0]),
-                                  "mse": mse_final, "device": str(device)})
+                                  "mse": mse_final})
     return CalibrationResult(cb, history, mse_final)
