@@ -1,0 +1,58 @@
+"""``--preset`` and ``--source`` on the command line (in-process through bcq.cli.main, as the
+subprocess tests in test_cli.py cover the process plumbing)."""
+import json
+
+import pytest
+import torch
+
+from bcq.cli import main
+from bcq.sw.formats.codebooks import shipped_codebooks
+from bcq.sw.formats.config import PRESETS
+from bcq.sw.formats.lobcq import fake_quant
+
+
+@pytest.fixture
+def tensor_file(tmp_path):
+    p = tmp_path / "w.pt"
+    torch.save(torch.randn(16, 256, generator=torch.Generator().manual_seed(0)), p)
+    return p
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("source", ["synthetic", "minilm"])
+def test_quantize_with_a_preset_uses_its_shipped_codebooks(preset, source, tensor_file, tmp_path, capsys):
+    out = tmp_path / "q.pt"
+    assert main(["quantize", str(tensor_file), "--preset", preset, "--source", source, "-o", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["bits_per_scalar"] == PRESETS[preset].bits_per_scalar
+    want = fake_quant(torch.load(tensor_file), shipped_codebooks(preset, source))
+    assert torch.equal(torch.load(out), want)
+
+
+def test_config_changes_fields_of_the_preset(tensor_file, capsys):
+    # The preset with another scale rule has no shipped set: the error says so and what to do.
+    assert main(["quantize", str(tensor_file), "--preset", "w4a4-4.625", "--config", "scale_rule=nearest"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bcq: error: no shipped codebooks for LO-BCQ Lb=8 LA=64 Nc=16 INT6 entries, "
+                          "E4M3 array scales (nearest)")
+    assert err.endswith("calibrate a set with 'bcq calibrate' and pass --codebooks")
+
+
+def test_preset_applies_to_lobcq_only(tensor_file, capsys):
+    assert main(["quantize", str(tensor_file), "--format", "nvfp4", "--preset", "w4a4-4.5"]) == 2
+    assert capsys.readouterr().err == "bcq: error: --config and --preset apply to the lobcq format only\n"
+
+
+def test_calibrate_with_a_preset_records_its_command(tensor_file, tmp_path):
+    out = tmp_path / "cb.json"
+    assert main(["calibrate", str(tensor_file), "--preset", "w4a4-4.375", "--iters", "2", "--quiet", "-o", str(out)]) == 0
+    obj = json.loads(out.read_text())
+    assert obj["config"] == PRESETS["w4a4-4.375"].to_dict()
+    assert obj["calibration"]["command"] == f"bcq calibrate {tensor_file} --preset w4a4-4.375 --iters 2"
+
+
+def test_unknown_preset_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["quantize", "x.pt", "--preset", "w4a4-9"])
+    assert e.value.code == 2
+    assert "argument --preset: invalid choice: 'w4a4-9'" in capsys.readouterr().err
