@@ -42,6 +42,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("-o", "--out", default="results/gpu.json")
     p.add_argument("--scalars", type=int, default=1 << 26, help="encode test size (default 2^26)")
+    p.add_argument("--calib-size", type=int, default=4096, help="calibrate an N x N tensor (default 4096)")
     args = p.parse_args(argv)
     dev = args.device
     cb = default_codebooks()
@@ -55,12 +56,13 @@ def main(argv=None):
     print(f"{dev}: LO-BCQ encode {x.numel() / t_enc / 1e9:.3f} G scalars/s (target on a GPU >= 1), "
           f"fake_quant {x.numel() / t_fq / 1e9:.3f} G scalars/s, {x.numel()} scalars, output on {y.device}")
 
-    w = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(2)).to(dev)
-    for label, max_blocks in (("default (2^16 blocks sampled)", 1 << 16), ("all 2^21 blocks", None)):
+    n = args.calib_size
+    w = torch.randn(n, n, generator=torch.Generator().manual_seed(2)).to(dev)
+    fig["calibration_tensor"] = [n, n]
+    for label, max_blocks in (("default (2^16 blocks sampled)", 1 << 16), (f"all {n * n // DEFAULT.block_len} blocks", None)):
         t_cal, r = timed(dev, lambda: calibrate(w, DEFAULT, device=dev, max_blocks=max_blocks, progress=False), repeat=1)
-        key = "calibration_4096x4096_s" + ("" if max_blocks else "_all_blocks")
-        fig[key] = t_cal
-        print(f"{dev}: calibration of a 4096 x 4096 tensor, {label}, 30 iterations: {t_cal:.2f} s "
+        fig["calibration_s" + ("" if max_blocks else "_all_blocks")] = t_cal
+        print(f"{dev}: calibration of a {n} x {n} tensor, {label}, 30 iterations: {t_cal:.2f} s "
               f"(target on a GPU < 1 s); MSE {r.mse_final:.5f}")
     if dev != "cpu":
         # Bit-for-bit agreement with the CPU reference on a smaller sample.

@@ -11,6 +11,7 @@ from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import BCQError, ShapeError
 from bcq.sw.formats.lobcq import _assign, _normalize, calibrate, decode, encode, fake_quant
 from bcq.sw.formats.numerics import scale_value
+from bcq.sw.formats.quantizers import sqnr_db
 
 CONFIGS = [BCQConfig(), BCQConfig(scale_rule="ceil"), BCQConfig(block_len=4, n_codebooks=4),
            BCQConfig(n_codebooks=1), BCQConfig(scale_format="e8m0"),
@@ -199,3 +200,38 @@ def test_calibrated_codebooks_beat_a_uniform_grid(default_cb):
     e_cal = (fake_quant(x, default_cb) - x).pow(2).sum()
     e_uni = (fake_quant(x, uniform) - x).pow(2).sum()
     assert e_cal < 0.7 * e_uni
+
+
+def test_calibration_weights_blocks_by_their_arrays_energy(seed):
+    """Each block weighs 2**e with e = log2((s * ts)**2 / mean(x**2)) rounded (frexp), clamped."""
+    import math
+
+    from bcq.sw.formats.lobcq import _E_MAX, _E_MIN, _block_weights, _normalize_arrays, _tensor_scale
+    cfg = BCQConfig()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 4 * cfg.array_len, generator=gen) * torch.tensor([1e-4, 1.0, 30.0, 0.0]).unsqueeze(-1)
+    ts = _tensor_scale(x, cfg)
+    _, sv, _ = _normalize_arrays(x.reshape(-1, cfg.array_len), ts, cfg)
+    e = _block_weights(x, ts, sv, cfg).view(-1, cfg.blocks_per_array)
+    ms = sum(v * v for v in x.double().flatten().tolist()) / x.numel()
+    for a, s in enumerate(sv.tolist()):
+        assert (e[a] == e[a, 0]).all()
+        if s == 0:
+            assert int(e[a, 0]) == _E_MIN - 1
+            continue
+        m, k = math.frexp((s * ts) ** 2 / ms)
+        want = min(max(k - 1 if m < 2 ** -0.5 else k, _E_MIN), _E_MAX)
+        assert int(e[a, 0]) == want
+
+
+def test_calibration_fits_the_energetic_arrays():
+    """Large arrays of one shape and many tiny arrays of another: the weighted fit serves the
+    large ones, whose error is nearly all of the tensor's (SQNR close to a fit on them alone)."""
+    g = torch.Generator().manual_seed(5)
+    big = torch.randn(64, 256, generator=g) * 10
+    tiny = (torch.rand(1024, 256, generator=g) - 0.5) * 0.01
+    x = torch.cat([big, tiny])
+    cfg = BCQConfig(n_codebooks=2)
+    mixed = calibrate([x], cfg, progress=False).codebooks
+    alone = calibrate([big], cfg, progress=False).codebooks
+    assert sqnr_db(x, fake_quant(x, mixed)) > sqnr_db(x, fake_quant(x, alone)) - 0.3

@@ -2,6 +2,7 @@
 the identity changes nothing; a real 4-bit format lowers cosine and gives finite SQNRs. The
 real-data calibration never sees an evaluation sentence."""
 
+import json
 import math
 
 import pytest
@@ -53,3 +54,14 @@ def test_recording_hooks_see_every_linear_input_and_are_removed():
     # Layer 3 (64 -> 3) takes 64 inputs: its weight is 3 x 64, a multiple of 64.
     assert names == ["0.weight", "0:input", "2.weight", "2:input", "3.weight", "3:input"]
     assert [tuple(t.shape) for t in tensors] == [(128, 64), (5, 64), (64, 128), (5, 128), (3, 64), (5, 64)]
+
+
+def test_gpu_benchmark_runs_on_the_cpu(tmp_path, capsys):
+    """bench/gpu_calibration.py is run by hand on a GPU; its CPU path must work everywhere."""
+    from bench.gpu_calibration import main
+    out = tmp_path / "gpu.json"
+    main(["--device", "cpu", "--scalars", str(1 << 14), "--calib-size", "256", "-o", str(out)])
+    fig = json.loads(out.read_text())
+    assert fig["device"] == "cpu" and fig["calibration_tensor"] == [256, 256]
+    assert fig["encode_scalars_per_s"] > 0 and fig["calibration_s"] > 0 and fig["calibration_s_all_blocks"] > 0
+    assert "G scalars/s" in capsys.readouterr().out

@@ -212,6 +212,8 @@ PRESETS = {
     "w4a4-4.5": DEFAULT,
     # The other (Lb=8) way to spend the same 0.5 bits: 2/8 + 8/32.
     "w4a4-4.5-la32": BCQConfig(array_len=32, n_codebooks=4),
+    # The default with INT8 codebook entries (finer codebooks, 8x8 multipliers; same bits/scalar).
+    "w4a4-4.5-int8": BCQConfig(entry_bits=8),
     # Nc=16 (the project's default before the paper's 4.5 bits were applied): 4/8 + 8/64.
     "w4a4-4.625": BCQConfig(n_codebooks=16),
     # Fewer codebooks at the same arrays: 2/8 + 8/64.
