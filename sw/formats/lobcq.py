@@ -3,12 +3,14 @@
 Encoding of a tensor ``x`` whose last dimension is a multiple of LA (``array_len``):
 
 1. optional FP32 per-tensor scale ``ts = amax(|x|) / (entry_max * scale_max)`` (1 if x == 0);
-2. per block array, the 8-bit scale is the smallest code whose value ``s`` satisfies
-   ``s >= amax(|array|) / (ts * entry_max)``, so the array's largest scalar maps into the
-   codebook range ``[-entry_max, entry_max]`` without clipping;
-3. every block of the normalized array ``y = x / (ts * s)`` takes, for each codebook, the
+2. per block array, the 8-bit scale code is chosen from ``need = (amax(|array|) / ts) / entry_max``
+   by the config's ``scale_rule`` (:func:`bcq.sw.formats.numerics.scale_code`; ``"ceil"``: the
+   smallest scale >= need, so nothing clips);
+3. every block of the normalized array ``y = (x / ts) / s`` takes, for each codebook, the
    nearest entry per scalar (ties: the smaller entry value, then the lower index), and picks
-   the codebook with the least squared error (ties: the lower codebook number).
+   the codebook with the least squared error, summed in scalar order (ties: the lower number).
+
+docs/arithmetic.md section 1 is the definition; tests/lobcq_reference.py a slow reference.
 
 Activations use the same rule on the fly, so the codebooks are "universal": calibrated once,
 frozen, and used for weights and activations alike.
@@ -26,6 +28,7 @@ from .numerics import scale_code, scale_code_values, scale_value
 
 __all__ = ["BCQTensor", "encode", "decode", "fake_quant", "calibrate", "CalibrationResult",
            "check_tensor"]
+
 
 def check_tensor(x, multiple, what="tensor"):
     """Shared input checks: a floating tensor, finite, last dimension a multiple of ``multiple``."""
