@@ -1,36 +1,53 @@
 """``bcq``: the command-line front end. Thin: argument parsing and error reporting over library
-calls that the tests also use. Every user error ends in one line on stderr and exit status 2."""
+calls that the tests also use.
+
+Every user mistake ends in exit status 2 and one line on stderr, ``bcq: error: ...``, naming the
+file, option or value and what is allowed: the project's errors (:class:`BCQError`), argparse's
+usage errors and the operating system's (a read-only directory, a full disk). Options that
+cannot apply to the command as given are refused, not ignored. ``--debug`` also prints the
+traceback; anything else that goes wrong is a bug and says so (exit status 1).
+"""
 
 import argparse
+import io
 import json
 import math
-from pathlib import Path
 import sys
+import traceback
 
 import torch
 
+from bcq.hw.board import BOARDS
 from bcq.hw.units import UNITS, write_verilog
 from bcq.sim.fpga import build_bitstream, format_report
+from bcq.sim.trace import format_trace, trace_unit
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.calibdata import synthetic_calibration_data
 from bcq.sw.formats.codebooks import CODEBOOK_SOURCES, DEFAULT_SOURCE, default_codebooks, load_codebooks
 from bcq.sw.formats.config import PRESETS, BCQConfig
 from bcq.sw.formats.errors import BCQError, FileFormatError
+from bcq.sw.formats.files import atomic_write, check_regular, check_writable_file
 from bcq.sw.formats.lobcq import calibrate
 from bcq.sw.formats.quantizers import FORMATS, get_format, sqnr_db
-from bcq.sw.host.image import read_image, write_image
+from bcq.sw.host.image import FLOAT_DTYPES, read_image, write_image
 from bcq.sw.host.minilm import minilm_calibration_data
 from bcq.sw.host.models import load_state_dict, select_layers
 
 from .demo import run_demo
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
+MAX_SEED = (1 << 64) - 1  # torch.Generator.manual_seed takes 64 bits
 
+
+def _stderr(message):
+    print(f"bcq: {message}", file=sys.stderr)
+
+
+# -- inputs ------------------------------------------------------------------------------------
 
 def _load_tensor(path):
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(path, "no such file")
+    path = check_regular(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged file
@@ -39,31 +56,69 @@ def _load_tensor(path):
     if not isinstance(obj, torch.Tensor):
         raise FileFormatError(path, f"holds a {type(obj).__name__}, not a tensor "
                               "(for a state_dict use 'bcq weights')")
+    if obj.dtype not in FLOAT_DTYPES:
+        raise FileFormatError(path, f"holds a tensor of dtype {obj.dtype}; allowed: "
+                              f"{', '.join(str(d) for d in FLOAT_DTYPES)}")
+    if obj.numel() == 0:
+        raise FileFormatError(path, f"holds an empty tensor of shape {tuple(obj.shape)}: nothing to quantize")
     return obj
 
 
 def _config(text, preset=None):
-    """``--preset`` (default: the default config), then ``--config`` assignments over it."""
+    """``--preset`` (a named config), then ``--config`` assignments over it (over the default config
+    without ``--preset``); None when neither is given (the default, or what an image or codebook
+    file says)."""
+    if not (text or preset):
+        return None
     base = BCQConfig.preset(preset) if preset else BCQConfig()
     return BCQConfig.parse(text, base) if text else base
 
 
-def _codebooks(path, config_text=None, preset=None, source=DEFAULT_SOURCE):
+def _config_options(args):
+    """The config options the user gave, for messages (e.g. '--preset/--config')."""
+    return "/".join(o for o, v in (("--preset", getattr(args, "preset", None)), ("--config", args.config)) if v)
+
+
+def _codebooks(path, config, source=DEFAULT_SOURCE, options="--config"):
     if path:
         cb = load_codebooks(path)
-        if (config_text or preset) and _config(config_text, preset) != cb.config:
-            raise BCQError(f"--config/--preset does not match the config stored in {path}")
+        if config is not None and config != cb.config:
+            raise BCQError(f"{options} ({config.describe()}) does not match the codebooks in {path} "
+                           f"({cb.config.describe()}); leave {options} out")
         return cb
-    return default_codebooks(_config(config_text, preset), source)
+    return default_codebooks(config, source)
 
+
+def _check_output_file(path):
+    """Refuse an output that cannot be a file before any work is done."""
+    check_writable_file(path, parents=True)
+
+
+def _device(name):
+    if name not in ("cpu", "cuda"):
+        raise BCQError(f"--device {name!r}: allowed cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BCQError("--device cuda: no CUDA device is available (use --device cpu)")
+    return name
+
+
+# -- commands ----------------------------------------------------------------------------------
 
 def cmd_quantize(args):
-    x = _load_tensor(args.input)
-    fmt = get_format(args.format, _codebooks(args.codebooks, args.config, args.preset, args.source)
+    if args.format != "lobcq":
+        for option, value in (("--preset", args.preset), ("--config", args.config), ("--codebooks", args.codebooks)):
+            if value:
+                raise BCQError(f"{option} applies to --format lobcq only, not {args.format}")
+    if args.output:
+        _check_output_file(args.output)
+    config = _config(args.config, args.preset)
+    fmt = get_format(args.format, _codebooks(args.codebooks, config, args.source, _config_options(args))
                      if args.format == "lobcq" else None)
-    if args.format != "lobcq" and (args.config or args.preset):
-        raise BCQError("--config and --preset apply to the lobcq format only")
+    x = _load_tensor(args.input)
     xq = fmt.fake_quant(x)
+    if not torch.isfinite(xq).all():
+        raise BCQError(f"{args.input}: {fmt.name} gives non-finite values for this tensor (|x| up to "
+                       f"{float(x.abs().max()):.3g} is outside what {fmt.name} can represent)")
     sqnr = sqnr_db(x, xq)
     if args.output:
         _save_tensor(xq, args.output)
@@ -78,12 +133,9 @@ def cmd_quantize(args):
 
 
 def _save_tensor(t, path):
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(t, path)
-    except OSError as e:
-        raise FileFormatError(path, f"cannot write: {e.strerror}") from None
+    buf = io.BytesIO()
+    torch.save(t, buf)
+    atomic_write(path, buf.getvalue(), make_parents=True)
 
 
 def calibrate_command(args):
@@ -100,9 +152,13 @@ def calibrate_command(args):
 
 
 def cmd_calibrate(args):
-    config = _config(args.config, args.preset)
+    _check_output_file(args.output)
+    config = _config(args.config, args.preset) or BCQConfig()
     device = _device(args.device)
     data = [_load_tensor(p) for p in args.inputs]
+    if data and not (args.synthetic or args.minilm) and all(not bool(t.any()) for t in data):
+        raise BCQError(f"{', '.join(args.inputs)}: every value is zero; codebooks calibrated on zeros are all "
+                       "zero (add non-zero data, --synthetic or --minilm)")
     synthetic = args.synthetic or not (data or args.minilm)
     if synthetic:
         data += synthetic_calibration_data(args.seed)
@@ -111,39 +167,39 @@ def cmd_calibrate(args):
     res = calibrate(data, config, iters=args.iters, seed=args.seed, max_blocks=args.max_blocks,
                     device=device, progress=not args.quiet,
                     log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    if not bool(res.codebooks.entries.any()):
+        raise BCQError("calibration gave all-zero codebooks (the data has no non-zero block); nothing written")
     res.codebooks.provenance["data"] = [str(p) for p in args.inputs] + ["synthetic"] * synthetic + (
         ["minilm: linear weights + inputs on sw/host/data/calibration_sentences.txt"] if args.minilm else [])
     res.codebooks.provenance["command"] = calibrate_command(args)
-    try:
-        res.codebooks.save(args.output)
-    except OSError as e:
-        raise FileFormatError(args.output, f"cannot write: {e.strerror}") from None
+    res.codebooks.save(args.output)
     print(f"wrote {args.output}: {config.describe()}; MSE {res.mse_history[0]:.5f} -> "
           f"{res.mse_history[-1]:.5f} over {args.iters} iterations, {res.mse_final:.5f} on the "
           f"INT{config.entry_bits} grid")
 
 
-def _device(name):
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BCQError("--device cuda: no CUDA device is available (use --device cpu)")
-    if name not in ("cpu", "cuda"):
-        raise BCQError(f"--device {name!r}: allowed cpu, cuda")
-    return name
-
-
 def cmd_verilog(args):
     if args.unit not in UNITS:
         raise BCQError(f"unknown unit {args.unit!r}; allowed: {', '.join(UNITS)}")
+    if args.layer is not None and args.image is None:
+        raise BCQError("--layer names a layer of --image; give --image too")
+    if args.image is not None and args.unit != "gemv":
+        raise BCQError(f"--image applies to --unit gemv only, not {args.unit}")
     info = write_verilog(args.unit, args.output, config=_config(args.config, args.preset), options=args.option,
-                         image=args.image, layer=args.layer)
+                         image=args.image, layer=args.layer, progress=not args.quiet)
     print(info)
 
 
 def cmd_weights(args):
-    cb = _codebooks(args.codebooks, args.config, args.preset, args.source)
+    config = _config(args.config, args.preset)
+    cb = _codebooks(args.codebooks, config, args.source, _config_options(args))
     layout = EngineLayout(cb.config, args.lanes, args.blocks_per_cycle)
-    layers = select_layers(load_state_dict(args.model), args.layers, cb.config.array_len)
-    manifest = write_image(args.output, layers, cb, layout)
+    state = load_state_dict(args.model)
+    selection = select_layers(state, args.layers, cb.config.array_len)
+    for line in selection.describe_skipped(state):
+        print(f"  {line}")
+    manifest = write_image(args.output, selection.layers, cb, layout, force=args.force, progress=not args.quiet,
+                           log=_stderr)
     for entry in manifest["layers"]:
         print(f"  {entry['name']}: {entry['shape'][0]} x {entry['shape'][1]} -> {entry['weights']['bin']} "
               f"({entry['weights']['depth']} x {entry['weights']['width']} bits), {entry['scales']['bin']}")
@@ -152,7 +208,7 @@ def cmd_weights(args):
 
 
 def cmd_image(args):
-    img = read_image(args.dir)
+    img = read_image(args.dir, progress=not args.quiet)
     if args.action == "verify":
         n = sum(len(l.weight_words) + len(l.scale_words) for l in img.layers.values())
         print(f"{args.dir}: OK ({len(img.layers)} layers, {n} words, every SHA-256 and shape checked)")
@@ -175,12 +231,54 @@ def cmd_demo(args):
 
 
 def cmd_build(args):
-    report = build_bitstream(args.board, args.output, image=args.image, layer=args.layer)
+    if args.layer is not None and args.image is None:
+        raise BCQError("--layer names a layer of --image; give --image too")
+    report = build_bitstream(args.board, args.output, image=args.image, layer=args.layer, report_path=args.json,
+                             progress=not args.quiet)
     print(format_report(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
     if not report["met"] and args.strict:
         raise BCQError(f"{args.board}: Fmax {report['fmax_mhz']:.1f} MHz misses {report['target_mhz']:.0f} MHz")
+
+
+def cmd_trace(args):
+    scales = None
+    if args.scales:
+        try:
+            scales = tuple(int(v, 0) for v in args.scales.split(","))
+        except ValueError:
+            raise BCQError(f"--scales {args.scales}: two scale codes W,X (e.g. 0x7f,0x38) are needed") from None
+        if len(scales) != 2:
+            raise BCQError(f"--scales {args.scales}: two scale codes W,X (e.g. 0x7f,0x38) are needed")
+    result = trace_unit(args.unit, _config(args.config, args.preset), args.option, seed=args.seed, arrays=args.arrays,
+                        scales=scales, codebooks=load_codebooks(args.codebooks) if args.codebooks else None)
+    print(format_trace(result))
+    if result.first_difference:
+        stage, index = result.first_difference
+        raise BCQError(f"the RTL differs from the golden model, first at stage {stage} (index {index})")
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line error format (exit status 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"bcq: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _int_range(low, high=None):
+    """An argparse type: an integer in [low, high]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"{low}..{high}" if high is not None else f"an integer >= {low}"
+            raise argparse.ArgumentTypeError(f"{value if abs(value) < 10**20 else f'{value:.3g}'} is out of "
+                                             f"range; allowed: {allowed}")
+        return value
+    return parse
 
 
 def _preset_args(p, codebook_source=False):
@@ -192,21 +290,33 @@ def _preset_args(p, codebook_source=False):
                             "mix or on MiniLM-L6 data")
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="bcq", description="W4A4 LO-BCQ quantizer, golden model and RTL generator")
-    sub = p.add_subparsers(dest="command", required=True)
+def _common(quiet=True):
+    """Options every subcommand takes (after its name, too)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="print the traceback of an error")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    return p
 
-    q = sub.add_parser("quantize", help="quantize a tensor file and report SQNR")
-    q.add_argument("input", help="tensor saved with torch.save (.pt)")
+
+def build_parser():
+    p = _Parser(prog="bcq", description="W4A4 LO-BCQ quantizer, golden model and RTL generator")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = [_common()]
+
+    q = sub.add_parser("quantize", help="quantize a tensor file and report SQNR", parents=[_common(quiet=False)])
+    q.add_argument("input", help="tensor saved with torch.save (.pt), float16/bfloat16/float32/float64")
     q.add_argument("-o", "--output", help="write the quantize-dequantized tensor here (.pt)")
     q.add_argument("--format", default="lobcq", choices=FORMATS)
-    q.add_argument("--codebooks", help="codebook JSON from 'bcq calibrate' (default: the shipped set)")
+    q.add_argument("--codebooks", help="codebook JSON from 'bcq calibrate' (lobcq only; default: the shipped set)")
     q.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4 (lobcq only)")
     _preset_args(q, codebook_source=True)
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_quantize)
 
-    c = sub.add_parser("calibrate", help="calibrate LO-BCQ codebooks and write them as JSON")
+    c = sub.add_parser("calibrate", help="calibrate LO-BCQ codebooks and write them as JSON", parents=common)
     c.add_argument("inputs", nargs="*", help="tensors (.pt) to calibrate on (default: the synthetic mix)")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--synthetic", action="store_true", help="add the shipped synthetic calibration mix")
@@ -214,69 +324,105 @@ def build_parser():
                    help="add MiniLM-L6's linear weights and recorded inputs on the calibration sentences")
     c.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
     _preset_args(c)
-    c.add_argument("--iters", type=int, default=30)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--max-blocks", type=int, default=1 << 16)
+    c.add_argument("--iters", type=_int_range(1), default=30)
+    c.add_argument("--seed", type=_int_range(0, MAX_SEED), default=0)
+    c.add_argument("--max-blocks", type=_int_range(1), default=1 << 16)
     c.add_argument("--device", default="cpu", help="cpu (reference) or cuda")
-    c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_calibrate)
 
-    v = sub.add_parser("verilog", help="write a unit's Verilog")
-    v.add_argument("--unit", required=True)
-    v.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    v = sub.add_parser("verilog", help="write a unit's Verilog", parents=common)
+    v.add_argument("--unit", required=True, help=f"one of {', '.join(UNITS)}")
+    v.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4 (bcq-dot, gemv)")
     _preset_args(v)
     v.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware parameter, e.g. blocks_per_cycle=2, max_len=8192")
-    v.add_argument("--image", help="gemv: image directory whose layer initializes the memories")
-    v.add_argument("--layer", help="gemv: which layer of the image (default: the first)")
-    v.add_argument("-o", "--output", required=True, help="a .v file (gemv: a directory)")
+    v.add_argument("--image", help="gemv: image directory whose layer initializes the memories (it fixes the "
+                   "config, lanes and blocks_per_cycle)")
+    v.add_argument("--layer", help="with --image: which layer (default: the first)")
+    v.add_argument("-o", "--output", required=True,
+                   help="a .v file, or a directory (then <module>.v in it); gemv memories are in the Verilog")
     v.set_defaults(func=cmd_verilog)
 
-    w = sub.add_parser("weights", help="LO-BCQ-encode a model's weights into an engine image")
+    w = sub.add_parser("weights", help="LO-BCQ-encode a model's weights into an engine image", parents=common)
     w.add_argument("model", help="state_dict (.pt) or .safetensors file")
-    w.add_argument("-o", "--output", required=True, help="image directory")
-    w.add_argument("--layers", nargs="+", help="tensor names (default: every 2-D weight that fits)")
+    w.add_argument("-o", "--output", required=True, help="image directory (replaced atomically if it holds an image)")
+    w.add_argument("--layers", nargs="+", help="tensor names (default: every 2-D weight that fits, except "
+                   "embedding tables)")
     w.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
     _preset_args(w, codebook_source=True)
     w.add_argument("--codebooks", help="codebook JSON (default: the shipped set)")
-    w.add_argument("--lanes", type=int, default=4, help="engine lanes R (rows in parallel)")
-    w.add_argument("--blocks-per-cycle", type=int, default=1)
+    w.add_argument("--lanes", type=_int_range(1), default=4, help="engine lanes R (rows in parallel)")
+    w.add_argument("--blocks-per-cycle", type=_int_range(1), default=1)
+    w.add_argument("--force", action="store_true", help="write into a non-empty directory that holds no image "
+                   "(its files are kept)")
     w.set_defaults(func=cmd_weights)
 
-    im = sub.add_parser("image", help="check or show an image directory")
+    im = sub.add_parser("image", help="check or show an image directory", parents=common)
     im.add_argument("action", choices=["verify", "show"])
     im.add_argument("dir")
     im.set_defaults(func=cmd_image)
 
-    b = sub.add_parser("build", help="build a bitstream for a board (YoWASP toolchain from PyPI)")
-    b.add_argument("--board", required=True, help="ulx3s-85f or icebreaker")
+    b = sub.add_parser("build", help="build a bitstream for a board (YoWASP toolchain from PyPI)", parents=common)
+    b.add_argument("--board", required=True, help=" or ".join(BOARDS))
     b.add_argument("-o", "--output", default="build", help="build directory (a folder per board)")
     b.add_argument("--image", help="bake this weight image (built with --lanes of the board's engine) into the RAMs")
-    b.add_argument("--layer", help="which layer of --image (default: the first)")
-    b.add_argument("--json", help="also write the report as JSON here")
+    b.add_argument("--layer", help="with --image: which layer (default: the first)")
+    b.add_argument("--json", help="also write the report as JSON here (its directory must exist)")
     b.add_argument("--strict", action="store_true", help="exit non-zero when timing is not met")
     b.set_defaults(func=cmd_build)
 
-    d = sub.add_parser("demo", help="the whole flow on a shipped layer: image, Verilog, Verilator, check")
+    t = sub.add_parser("trace", help="one vector through the golden model and the RTL, stage by stage",
+                       parents=common)
+    t.add_argument("--unit", default="bcq-dot", help="a unit with trace taps (bcq-dot)")
+    t.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    _preset_args(t)
+    t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="hardware parameter, e.g. blocks_per_cycle=2")
+    t.add_argument("--codebooks", help="codebook JSON (default: random codebooks from --seed)")
+    t.add_argument("--seed", type=_int_range(0, MAX_SEED), default=0, help="draws the vector (and the codebooks)")
+    t.add_argument("--arrays", type=int, default=1, help="block arrays in the vector")
+    t.add_argument("--scales", help="force the scale codes W,X of every array, e.g. 0x7f,0x38")
+    t.set_defaults(func=cmd_trace)
+
+    d = sub.add_parser("demo", help="the whole flow on a shipped layer: image, Verilog, Verilator, check",
+                       parents=common)
     d.add_argument("-o", "--output", default="out/demo")
-    d.add_argument("--lanes", type=int, default=4)
-    d.add_argument("--vectors", type=int, default=4)
+    d.add_argument("--lanes", type=_int_range(1, 64), default=4)
+    d.add_argument("--vectors", type=_int_range(1), default=4)
     d.add_argument("--waves", action="store_true", help="record an FST waveform")
     d.set_defaults(func=cmd_demo)
     return p
 
 
+def _one_line(text):
+    return " ".join(str(text).split("\n")).strip()
+
+
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
         args.func(args)
     except BCQError as e:
-        print(f"bcq: error: {e}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"bcq: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # the environment: permissions, a full disk, a vanished file
+        if debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"bcq: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bcq: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"bcq: internal error: {type(e).__name__}: {_one_line(e)[:300]} (a bug; 'bcq --debug ...' shows "
+              "the traceback)", file=sys.stderr)
+        return EXIT_BUG
     return 0
 
 

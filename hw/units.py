@@ -3,17 +3,18 @@
 from dataclasses import dataclass
 from pathlib import Path
 import re
-import shutil
 from typing import Callable
 
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.axbxp import BxPConfig
 from bcq.sw.formats.codebooks import default_codebooks
-from bcq.sw.formats.config import BCQConfig
-from bcq.sw.formats.errors import BCQError
+from bcq.sw.formats.config import DEFAULT
+from bcq.sw.formats.errors import BCQError, ConfigError
+from bcq.sw.formats.files import atomic_write, check_writable_file
 from bcq.sw.formats.golden import DEFAULT_MAX_LEN
 from bcq.sw.formats.options import parse_assignments
 from bcq.sw.host.image import read_image
+from bcq.sw.host.progress import step
 
 from .bcq_dot import BCQDot
 from .bxp_mac import BxPMac
@@ -25,23 +26,29 @@ from .mx_dot import MXFP4Dot
 __all__ = ["UNITS", "Unit", "build_unit", "write_verilog"]
 
 
-def _bcq_dot(config, codebooks=None, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN, codebook_rom=False):
+def _bcq_dot(config=None, codebooks=None, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN, codebook_rom=False):
     if codebook_rom and codebooks is None:
         codebooks = default_codebooks(config)
-    return BCQDot(config, blocks_per_cycle=blocks_per_cycle, max_len=max_len, codebooks=codebooks,
+    return BCQDot(config or DEFAULT, blocks_per_cycle=blocks_per_cycle, max_len=max_len, codebooks=codebooks,
                   codebook_rom=codebook_rom)
 
 
-def _gemv(config, lanes=4, blocks_per_cycle=1, max_rows=None, max_cols=None, rom=False, image=None, layer=None):
+def _gemv(config, lanes=None, blocks_per_cycle=None, max_rows=None, max_cols=None, rom=False, image=None,
+          layer=None, progress=False):
     if image is None:
-        layout = EngineLayout(config, lanes, blocks_per_cycle)
+        layout = EngineLayout(config or DEFAULT, lanes or 4, blocks_per_cycle or 1)
         return GEMV(layout, max_rows=max_rows or 64, max_cols=max_cols or 1024,
                     codebooks=default_codebooks(config) if rom else None, rom=rom)
-    img = read_image(image)
-    name = layer or next(iter(img.layers))
-    if name not in img.layers:
-        raise BCQError(f"image {image} has no layer {name!r}; layers: {', '.join(img.layers)}")
-    li = img.layers[name]
+    img = read_image(image, progress=progress)
+    # The image fixes the format and the word layout: a different value given too cannot apply.
+    for key, value in (("lanes", lanes), ("blocks_per_cycle", blocks_per_cycle)):
+        if value is not None and value != getattr(img.layout, key):
+            raise BCQError(f"--option {key}={value} does not match the image {image}, written for {key}="
+                           f"{getattr(img.layout, key)}; leave it out (the image decides)")
+    if config is not None and config != img.config:
+        raise BCQError(f"--config ({config.describe()}) does not match the image {image} ({img.config.describe()}); "
+                       "leave it out (the image decides)")
+    li = img.layer(layer)
     return GEMV(img.layout, max_rows=max_rows or li.shape[0], max_cols=max_cols or li.shape[1],
                 codebooks=img.codebooks, image=li, rom=rom)
 
@@ -101,14 +108,20 @@ def _unit(name):
     return UNITS[name]
 
 
-def build_unit(unit, config, options=(), codebooks=None, image=None, layer=None):
-    """``(elaboratable, module name)`` of ``unit`` with ``options`` (``["KEY=VALUE", ...]``)."""
+def build_unit(unit, config=None, options=(), codebooks=None, image=None, layer=None, progress=False):
+    """``(elaboratable, module name)`` of ``unit`` with ``options`` (``["KEY=VALUE", ...]``).
+
+    ``config`` is the BCQ format (None: the default, or the image's for ``gemv --image``);
+    every option given must apply, every integer option is positive."""
     spec = _unit(unit)
     kwargs = parse_assignments(options, spec.options, what="--option")
-    if not spec.takes_config and config != BCQConfig():
+    for key, value in kwargs.items():
+        if spec.options[key] is int and value < 1:
+            raise ConfigError(f"--option {key}", value, "a positive integer")
+    if not spec.takes_config and config is not None:
         raise BCQError(f"--config is the BCQ format; unit {unit} takes --option instead")
     if unit == "gemv":
-        return spec.factory(config, image=image, layer=layer, **kwargs), spec.module
+        return spec.factory(config, image=image, layer=layer, progress=progress, **kwargs), spec.module
     if image is not None or layer is not None:
         raise BCQError(f"--image/--layer apply to the gemv unit only, not {unit}")
     if codebooks is not None:
@@ -116,23 +129,33 @@ def build_unit(unit, config, options=(), codebooks=None, image=None, layer=None)
     return spec.factory(config, **kwargs), spec.module
 
 
-def write_verilog(unit, output, *, config, options=(), codebooks=None, image=None, layer=None):
-    """Write the unit's Verilog (module named after the unit) and return a one-line summary.
-    For ``gemv`` the output is a directory: ``gemv.v`` plus the image's memory files."""
-    dut, name = build_unit(unit, config, options, codebooks, image, layer)
-    text = verilog_text(dut, name)
+def verilog_path(output, module):
+    """Where ``-o output`` puts a unit's Verilog: ``output`` itself when it ends in ``.v`` or
+    ``.sv`` (and is not a directory), else ``output/<module>.v``."""
     output = Path(output)
-    target = output / f"{name}.v" if unit == "gemv" else output
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        if unit == "gemv" and image is not None:
-            for f in Path(image).iterdir():
-                if f.suffix in (".hex", ".bin") or f.name == "manifest.json":
-                    shutil.copy2(f, output / f.name)
-    except OSError as e:
-        raise BCQError(f"{output}: cannot write: {e.strerror}") from None
+    if output.suffix in (".v", ".sv") and not output.is_dir():
+        return output
+    return output / f"{module}.v"
+
+
+def write_verilog(unit, output, *, config=None, options=(), codebooks=None, image=None, layer=None, progress=False):
+    """Write the unit's Verilog (module named after the unit) and return a one-line summary.
+
+    ``output`` is a ``.v`` file or a directory (see :func:`verilog_path`); the file is written
+    atomically and checked for writability before the (possibly minutes-long) generation. A
+    ``gemv`` built from an image has the image's words in its memories' initial values inside the
+    Verilog, so no memory file is needed beside it. ``progress`` shows each long step on stderr.
+    """
+    spec = _unit(unit)
+    target = verilog_path(output, spec.module)
+    check_writable_file(target, parents=True)
+    with step(f"{unit}: elaborate", enabled=progress):
+        dut, name = build_unit(unit, config, options, codebooks, image, layer, progress=progress)
+    with step(f"{unit}: Verilog (Amaranth + Yosys)", enabled=progress):
+        text = verilog_text(dut, name)
+    atomic_write(target, text.encode(), make_parents=True)
     header = re.search(rf"^module {name}\((.*?)\);", text, re.M | re.S)
     ports = ", ".join(sorted(p.strip() for p in header.group(1).split(","))) if header else "?"
-    return (f"wrote {target}: module {name} ({UNITS[unit].describe(dut)}; acc {dut.acc_bits} bits); "
+    source = f", image {image} layer {dut.image.name}" if unit == "gemv" and image is not None else ""
+    return (f"wrote {target}: module {name} ({UNITS[unit].describe(dut)}; acc {dut.acc_bits} bits{source}); "
             f"ports: {ports}")

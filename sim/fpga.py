@@ -2,6 +2,7 @@
 build, and a report parsed from nextpnr (resources used/available, Fmax against the clock)."""
 
 import importlib
+import json
 import os
 from pathlib import Path
 import re
@@ -10,7 +11,9 @@ import sys
 import time
 
 from bcq.hw.board import BOARDS, BoardTop
-from bcq.sw.formats.errors import BCQError
+from bcq.sw.formats.errors import BCQError, FileFormatError
+from bcq.sw.formats.files import atomic_write, check_writable_file
+from bcq.sw.host.progress import step
 
 __all__ = ["build_bitstream", "parse_report"]
 
@@ -39,22 +42,52 @@ def parse_report(text, clock_hz):
     return {"cells": cells, "fmax_mhz": f, "target_mhz": clock_hz / 1e6, "met": f >= clock_hz / 1e6}
 
 
-def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=None):
+def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=None, report_path=None,
+                    progress=False):
+    """Build ``board``'s bitstream in ``out_dir/board`` and return the report (a dict).
+
+    Parameters
+    ----------
+    board : str
+        A key of :data:`bcq.hw.board.BOARDS`.
+    out_dir : path-like
+        Build directory (a folder per board is made in it).
+    build_id : int, optional
+        The id STATUS reports (default: the time).
+    image, layer : optional
+        Bake this image's layer (default: its first) into the RAMs; ``layer`` needs ``image``.
+    report_path : path-like, optional
+        Also write the report as JSON there (atomically). Its directory must exist; that and
+        the build directory are checked before the toolchain runs, not after.
+    progress : bool
+        Show the elapsed time of the (minutes-long) toolchain run on stderr (on a terminal).
+    """
     if board not in BOARDS:
         raise BCQError(f"unknown board {board!r}; allowed: {', '.join(BOARDS)}")
+    if layer is not None and image is None:
+        raise BCQError("--layer names a layer of --image; give --image too")
+    if report_path is not None:
+        check_writable_file(report_path)
+    out = Path(out_dir) / board
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FileFormatError(out, f"cannot create the build directory: {e.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise FileFormatError(out, "the build directory is not writable")
     _tool_env()
     params = BOARDS[board]
     module, cls = params["platform"].split(":")
     platform = getattr(importlib.import_module(module), cls)()
     build_id = int(time.time()) & 0xFFFFFFFF if build_id is None else build_id
-    out = Path(out_dir) / board
     top = BoardTop(board, build_id=build_id, image=image, layer=layer)
     t0 = time.perf_counter()
     try:
         # --timing-allow-fail: a design that misses the clock still gets its bitstream and report;
         # the report says it fails timing.
-        platform.build(top, name="top", build_dir=str(out), do_program=False,
-                       nextpnr_opts="--timing-allow-fail")
+        with step(f"{board}: Yosys, nextpnr, pack", enabled=progress):
+            platform.build(top, name="top", build_dir=str(out), do_program=False,
+                           nextpnr_opts="--timing-allow-fail")
     except (OSError, __import__("subprocess").CalledProcessError) as e:  # toolchain failures
         raise BCQError(f"{board}: the FPGA build failed ({type(e).__name__}); logs in {out}/") from None
     log = "".join(p.read_text(errors="replace") for p in sorted(out.glob("top*.tim")) + sorted(out.glob("*.log"))
@@ -64,6 +97,8 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
     report.update(board=board, bitstream=str(bit) if bit else None, seconds=time.perf_counter() - t0,
                   build_id=build_id, engine={k: params[k] for k in ("lanes", "max_rows", "max_cols")},
                   baked_layer=top.layer.name if top.layer is not None else None)
+    if report_path is not None:
+        atomic_write(report_path, (json.dumps(report, indent=1) + "\n").encode())
     return report
 
 

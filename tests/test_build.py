@@ -1,6 +1,8 @@
 """FPGA build plumbing that runs without the (minutes-long) place and route: the report parser,
 the board list and the errors. The full build is `make bitstream`."""
 import importlib
+import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from bcq.hw.board import BOARDS, BoardTop
-from bcq.sim.fpga import parse_report
+from bcq.sim.fpga import build_bitstream, parse_report
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import default_codebooks
 from bcq.sw.formats.errors import BCQError, FileFormatError
@@ -67,3 +69,38 @@ def test_board_top_bakes_an_image_and_refuses_a_mismatched_one(tmp_path):
     write_image(tmp_path / "big", {"fc": torch.randn(64, 128)}, cb, EngineLayout(cb.config, 1, 1))
     with pytest.raises(BCQError, match=exactly("layer fc (64 x 128) exceeds the icebreaker engine's 32 x 128")):
         BoardTop("icebreaker", image=tmp_path / "big")
+
+
+@pytest.fixture
+def fake_toolchain(monkeypatch):
+    """The board's platform with its build replaced by one that writes a nextpnr report: the
+    plumbing around the build runs, the minutes of synthesis do not. Records each build."""
+    board = "icebreaker"
+    module, cls = BOARDS[board]["platform"].split(":")
+    platform = getattr(importlib.import_module(module), cls)
+    builds = []
+
+    def build(self, top, name, build_dir, **kwargs):
+        builds.append(build_dir)
+        Path(build_dir, f"{name}.tim").write_text(SAMPLE)
+        Path(build_dir, f"{name}.bin").write_bytes(b"bitstream")
+    monkeypatch.setattr(platform, "build", build)
+    return board, builds
+
+
+def test_build_json_into_a_missing_directory_fails_before_the_build(tmp_path, fake_toolchain):
+    board, builds = fake_toolchain
+    with pytest.raises(FileFormatError, match=exactly(
+            f"{tmp_path / 'nodir' / 'r.json'}: cannot write: no directory {tmp_path / 'nodir'}")):
+        build_bitstream(board, tmp_path / "build", report_path=tmp_path / "nodir" / "r.json")
+    with pytest.raises(FileFormatError, match=exactly(f"{tmp_path}: is a directory; give a file name")):
+        build_bitstream(board, tmp_path / "build", report_path=tmp_path)
+    assert builds == [] and not (tmp_path / "build").exists()
+
+
+def test_build_writes_its_json_report(tmp_path, fake_toolchain):
+    board, builds = fake_toolchain
+    report = build_bitstream(board, tmp_path / "build", build_id=7, report_path=tmp_path / "r.json")
+    assert builds == [str(tmp_path / "build" / board)]
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
+    assert report["fmax_mhz"] == 52.71 and report["bitstream"] == str(tmp_path / "build" / board / "top.bin")

@@ -40,7 +40,7 @@ def test_config_changes_fields_of_the_preset(tensor_file, capsys):
 
 def test_preset_applies_to_lobcq_only(tensor_file, capsys):
     assert main(["quantize", str(tensor_file), "--format", "nvfp4", "--preset", "w4a4-4.5"]) == 2
-    assert capsys.readouterr().err == "bcq: error: --config and --preset apply to the lobcq format only\n"
+    assert capsys.readouterr().err == "bcq: error: --preset applies to --format lobcq only, not nvfp4\n"
 
 
 def test_calibrate_with_a_preset_records_its_command(tensor_file, tmp_path):

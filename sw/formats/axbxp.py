@@ -25,7 +25,7 @@ import torch
 
 from .errors import BCQError, ConfigError
 
-__all__ = ["Mode", "BxPConfig", "DEFAULT_BXP", "product", "dot", "check_operands"]
+__all__ = ["Mode", "BxPConfig", "DEFAULT_BXP", "product", "dot", "beat_sums", "check_operands"]
 
 
 @dataclass(frozen=True)
@@ -205,3 +205,23 @@ def product(x, w, cfg: BxPConfig = DEFAULT_BXP, mode="exact8", signed=True):
 def dot(x, w, cfg: BxPConfig = DEFAULT_BXP, mode="exact8", signed=True):
     """Sum over the last dimension of ``product`` (what one vector of the MAC accumulates)."""
     return product(x, w, cfg, mode, signed).sum(-1)
+
+
+def beat_sums(x, w, modes, signed, cfg: BxPConfig = DEFAULT_BXP):
+    """What the MAC adds to its accumulator for each beat, vectorized over beats.
+
+    ``x``, ``w``: integer tensors [beats, max_lanes] (lanes at or past the mode's products per
+    cycle are not read); ``modes``: int [beats], indices into ``cfg.modes`` (an index past them
+    contributes 0, as the unit's beat contract says); ``signed``: bool [beats]. Each beat's value
+    is ``dot`` of its first ``products_per_cycle(mode)`` lanes. Returns int64 [beats].
+    """
+    x, w = torch.as_tensor(x).to(torch.int64), torch.as_tensor(w).to(torch.int64)
+    modes, signed = torch.as_tensor(modes).to(torch.int64), torch.as_tensor(signed).to(torch.bool)
+    out = torch.zeros(x.shape[0], dtype=torch.int64)
+    for mi, mode in enumerate(cfg.modes):
+        ppc = cfg.products_per_cycle(mode)
+        for sgn in (False, True):
+            sel = (modes == mi) & (signed == sgn)
+            if sel.any():
+                out[sel] = dot(x[sel, :ppc], w[sel, :ppc], cfg, mode, sgn)
+    return out

@@ -10,14 +10,13 @@ File format (``bcq calibrate`` writes it, ``--codebooks`` reads it)::
 
 from dataclasses import dataclass, field
 import json
-import os
 from pathlib import Path
-import tempfile
 
 import torch
 
 from .config import DEFAULT, PRESETS, BCQConfig
 from .errors import BCQError, ConfigError, FileFormatError
+from .files import atomic_write, read_json
 
 __all__ = ["Codebooks", "load_codebooks", "default_codebooks", "shipped_codebooks",
            "shipped_codebooks_path", "CODEBOOK_SOURCES", "DEFAULT_SOURCE", "DEFAULT_CODEBOOKS_PATH"]
@@ -33,6 +32,8 @@ DEFAULT_SOURCE = "synthetic"
 
 
 def shipped_codebooks_path(preset, source=DEFAULT_SOURCE):
+    """Where the shipped set of ``preset`` calibrated on ``source`` lies (a :class:`ConfigError`
+    names the allowed values of either)."""
     if preset not in PRESETS:
         raise ConfigError("preset", preset, tuple(PRESETS))
     if source not in CODEBOOK_SOURCES:
@@ -41,6 +42,9 @@ def shipped_codebooks_path(preset, source=DEFAULT_SOURCE):
 
 
 DEFAULT_CODEBOOKS_PATH = shipped_codebooks_path("w4a4-4.5")
+# At most 16 x 16 small integers and a calibration record: a few kB. The cap keeps a wrong file (or
+# /dev/zero behind a link) from being read whole.
+MAX_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,18 +89,9 @@ class Codebooks:
                 "entries": self.entries.tolist(), "calibration": self.provenance}
 
     def save(self, path):
-        """Write atomically (temp file + rename), so a crash never leaves half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_json(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the JSON file atomically (temp file + fsync + rename: a crash never leaves half a
+        file; a new file's mode follows the umask). Raises :class:`FileFormatError` naming it."""
+        atomic_write(path, (json.dumps(self.to_json(), indent=1) + "\n").encode(), make_parents=True)
 
     @classmethod
     def from_json(cls, obj, *, source="codebooks"):
@@ -115,26 +110,31 @@ class Codebooks:
             raise FileFormatError(source, "field 'entries' must be a list of lists of integers")
         if len({len(r) for r in entries}) > 1:
             raise FileFormatError(source, "field 'entries': rows have different lengths")
+        values = [v for r in entries for v in r]
+        if values and (min(values) < config.entry_min or max(values) > config.entry_max):
+            # Checked here, before torch: 2**63 does not even fit an int64.
+            lo, hi = min(values), max(values)
+            raise FileFormatError(source, f"field 'entries': codebook entries span [{_short(lo)}, {_short(hi)}]; "
+                                  f"INT{config.entry_bits} allows [{config.entry_min}, {config.entry_max}]")
+        calibration = obj.get("calibration", {})
+        if not isinstance(calibration, dict):
+            raise FileFormatError(source, "field 'calibration' must be an object")
         try:
-            return cls(config, torch.tensor(entries, dtype=torch.int64).reshape(len(entries), -1),
-                       obj.get("calibration") or {})
+            return cls(config, torch.tensor(entries, dtype=torch.int64).reshape(len(entries), -1), calibration)
         except (BCQError, RuntimeError, OverflowError) as e:
             raise FileFormatError(source, f"field 'entries': {e}") from None
 
 
+def _short(v):
+    return str(v) if abs(v) < 10**6 else f"{v:.3g}"
+
+
 def load_codebooks(path):
+    """Read a codebook JSON file (``bcq calibrate`` writes them): a regular file of at most
+    :data:`MAX_FILE_BYTES`, JSON of bounded nesting, every field checked. Raises
+    :class:`FileFormatError` naming the file and field."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileFormatError(path, "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FileFormatError(path, f"cannot read: {e}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FileFormatError(path, f"not valid JSON ({e})") from None
-    return Codebooks.from_json(obj, source=str(path))
+    return Codebooks.from_json(read_json(path, max_bytes=MAX_FILE_BYTES, what="codebook file"), source=str(path))
 
 
 def shipped_codebooks(preset, source=DEFAULT_SOURCE):

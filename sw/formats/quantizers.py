@@ -102,6 +102,9 @@ class INT4:
         check_tensor(x, self.group)
         g = _groups(x, self.group)
         s = (g.abs().amax(-1, keepdim=True) / 7).to(torch.float16).to(torch.float64)
+        if torch.isinf(s).any():  # the FP16 scale overflows: the group cannot be represented
+            raise BCQError(f"int4: |x| up to {float(g.abs().max()):.3g} needs a scale beyond FP16's 65504 "
+                           f"(INT4-g64 represents |x| up to about {7 * 65504:.3g})")
         s = torch.where(s > 0, s, 1.0)
         q = torch.clamp(torch.round(g / s), -8, 7) * s
         return q.reshape(x.shape).to(x.dtype)

@@ -9,8 +9,16 @@ An image is a directory::
     <layer>.scales.hex / .bin     scale words
 
 ``.hex`` is ``$readmemh`` text (one word per line, ceil(width/4) hex digits); ``.bin`` is raw
-little-endian, ceil(width/8) bytes per word. Every file is written atomically (temp file +
-rename) and the manifest last, so an interrupted write never leaves an image that verifies.
+little-endian, ceil(width/8) bytes per word.
+
+Writing is atomic for the whole directory (:mod:`bcq.sw.host.atomic_dir`): the new image is
+built beside the old one and swapped in once complete, so an interrupted write leaves the old
+image whole; files in the directory that are not part of the old image are kept, and a
+non-empty directory that holds no image is refused unless ``force``.
+
+Reading opens regular files only (no FIFO or device; links must stay inside the directory), with
+every size known from the manifest before a byte is read, and refuses any damage with the file
+and field named (:class:`FileFormatError`).
 """
 
 from dataclasses import dataclass
@@ -19,7 +27,6 @@ import json
 import os
 from pathlib import Path
 import re
-import tempfile
 
 import torch
 
@@ -27,15 +34,27 @@ from bcq.sw.contract.image_layout import EngineLayout, scale_words, weight_words
 from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import BCQError, ConfigError, FileFormatError
+from bcq.sw.formats.files import loads_json, read_regular
 from bcq.sw.formats.lobcq import BCQTensor, encode
 from bcq.sw.formats.numerics import scale_decode
 
-__all__ = ["write_image", "read_image", "Image", "LayerImage", "IMAGE_KIND", "IMAGE_VERSION"]
+from .atomic_dir import DirectoryUpdate
+from .progress import bar
+
+__all__ = ["write_image", "read_image", "image_files", "Image", "LayerImage", "IMAGE_KIND", "IMAGE_VERSION",
+           "FLOAT_DTYPES"]
 
 IMAGE_KIND = "bcq-image"
 IMAGE_VERSION = 1
 MAX_ROWS = 1 << 20
 MAX_COLS = 1 << 20
+# A manifest holds about 600 bytes per layer: 16 MiB is tens of thousands of layers.
+MAX_MANIFEST_BYTES = 16 << 20
+MANIFEST_MAX_DEPTH = 8  # manifest > layout > weight_word > lane_fields > [i] > field: 6 levels
+MANIFEST = "manifest.json"
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_LAYER_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
+_FILE_NAME = re.compile(r"codebook\.(hex|bin)|[A-Za-z0-9_\-][A-Za-z0-9_.\-]*\.(weights|scales)\.(hex|bin)")
 
 
 @dataclass
@@ -52,6 +71,8 @@ class LayerImage:
         The encoded matrix (decoded back from the memory words).
     weight_words, scale_words : list of int
         The engine's memory contents, in address order (``EngineLayout``).
+    layout : :class:`EngineLayout` or None
+        The word layout of those words (set by :func:`read_image`).
     """
 
     name: str
@@ -59,6 +80,7 @@ class LayerImage:
     weights: BCQTensor
     weight_words: list
     scale_words: list
+    layout: EngineLayout | None = None
 
 
 @dataclass
@@ -74,7 +96,7 @@ class Image:
     codebooks : :class:`Codebooks`
         The codebook table.
     layers : dict
-        Layer name -> :class:`LayerImage`, in manifest order.
+        Layer name -> :class:`LayerImage`, in manifest order (at least one).
     manifest : dict
         The parsed manifest.json.
     """
@@ -89,19 +111,16 @@ class Image:
     def config(self) -> BCQConfig:
         return self.layout.config
 
+    def layer(self, name=None):
+        """The layer ``name`` (default: the first), or a :class:`BCQError` listing the layers."""
+        if name is None:
+            return next(iter(self.layers.values()))
+        if name not in self.layers:
+            raise BCQError(f"image {self.path} has no layer {name!r}; layers: {', '.join(self.layers)}")
+        return self.layers[name]
 
-# -- files -------------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, payload: bytes):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
+# -- writing -----------------------------------------------------------------------------------
 
 def _hex(words, width):
     digits = (width + 3) // 4
@@ -113,62 +132,104 @@ def _bin(words, width):
     return b"".join(w.to_bytes(n, "little") for w in words)
 
 
+def _file_sizes(depth, width):
+    return {"hex": depth * ((width + 3) // 4 + 1), "bin": depth * ((width + 7) // 8)}
+
+
 def _safe_name(name):
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name.startswith("."):
-        raise BCQError(f"layer name {name!r}: use letters, digits, '.', '_' and '-' only")
+    if not isinstance(name, str) or not _LAYER_NAME.fullmatch(name) or len(name) > 200:
+        raise BCQError(f"layer name {name!r}: use letters, digits, '.', '_' and '-' only (not first '.'), "
+                       "at most 200 characters")
     return name
 
 
-def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout):
-    """Encode each 2-D float weight of ``layers`` (name -> tensor) and write the image.
-    Returns the manifest (a dict)."""
+def _check_layer(name, w, layout):
+    """Everything that can be wrong with one layer, found before any file is written."""
+    _safe_name(name)
+    if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
+        raise BCQError(f"layer {name}: a 2-D floating-point weight is needed, got "
+                       f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}"
+                       + (f" of {w.dtype}" if isinstance(w, torch.Tensor) else ""))
+    if w.dtype not in FLOAT_DTYPES:
+        raise BCQError(f"layer {name}: dtype {w.dtype} is not supported; allowed: "
+                       f"{', '.join(str(d) for d in FLOAT_DTYPES)} (a scaled FP8 weight needs its scale applied first)")
+    rows, cols = w.shape
+    if not (0 < rows <= MAX_ROWS and 0 < cols <= MAX_COLS):
+        raise BCQError(f"layer {name}: shape {tuple(w.shape)}; rows and columns must be 1..{MAX_ROWS}")
+    try:
+        layout.check_shape(rows, cols)
+    except ConfigError as e:
+        raise BCQError(f"layer {name}: {e}") from None
+    if not torch.isfinite(w).all():
+        raise BCQError(f"layer {name} contains NaN or Inf: quantize finite values only")
+
+
+def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, force=False, progress=False,
+                log=None):
+    """Encode each 2-D float weight of ``layers`` and write the image directory atomically.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The image directory: created, or replaced when it holds an image (files in it that are
+        not part of that image are kept). A non-empty directory without an image is refused
+        unless ``force``.
+    layers : dict
+        Layer name -> 2-D floating-point tensor (float16, bfloat16, float32 or float64).
+    codebooks : :class:`Codebooks`
+        The frozen codebooks; their config must be ``layout``'s.
+    layout : :class:`EngineLayout`
+        The engine word layout to write.
+    force : bool
+        Write into a non-empty directory that holds no image (its files are kept).
+    progress : bool
+        Show a bar per layer on stderr (when it is a terminal).
+    log : callable, optional
+        Called with a line for anything worth telling (leftovers of an interrupted write).
+
+    Returns
+    -------
+    dict
+        The manifest. Every layer is checked (name, shape, dtype, finite values) before anything
+        is written; on any error the old directory is left as it was.
+    """
+    if not isinstance(codebooks, Codebooks) or not isinstance(layout, EngineLayout):
+        raise BCQError("write_image needs a Codebooks and an EngineLayout")
     if codebooks.config != layout.config:
         raise BCQError("the codebooks were calibrated for another config than the engine layout's")
-    if not layers:
+    if not isinstance(layers, dict) or not layers:
         raise BCQError("no layers to write")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FileFormatError(out, f"cannot create the image directory: {e.strerror}") from None
-    manifest_path = out / "manifest.json"
-    manifest_path.unlink(missing_ok=True)  # the old image is invalid from here until we finish
+    for name, w in layers.items():
+        _check_layer(name, w, layout)
+    cfg = layout.config
     files = {}
 
-    def emit(stem, words, width):
-        entry = {"depth": len(words), "width": width}
-        for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
-            name = f"{stem}.{ext}"
-            _atomic_write(out / name, payload)
-            files[name] = hashlib.sha256(payload).hexdigest()
-            entry[ext] = name
-        return entry
+    with DirectoryUpdate(out_dir, image_files, anchor=MANIFEST, force=force, what="image", log=log) as out:
+        def emit(stem, words, width):
+            entry = {"depth": len(words), "width": width}
+            for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
+                name = f"{stem}.{ext}"
+                out.write(name, payload)
+                files[name] = hashlib.sha256(payload).hexdigest()
+                entry[ext] = name
+            return entry
 
-    cfg = layout.config
-    mask = (1 << cfg.entry_bits) - 1
-    cb_entry = emit("codebook", [v & mask for v in codebooks.entries.flatten().tolist()], cfg.entry_bits)
-    layer_entries = []
-    for name, w in layers.items():
-        _safe_name(name)
-        if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
-            raise BCQError(f"layer {name}: a 2-D floating-point weight is needed, got "
-                           f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}")
-        rows, cols = w.shape
-        if rows > MAX_ROWS or cols > MAX_COLS:
-            raise BCQError(f"layer {name}: shape {tuple(w.shape)} exceeds {MAX_ROWS} x {MAX_COLS}")
-        try:
-            layout.check_shape(rows, cols)
-        except ConfigError as e:
-            raise BCQError(f"layer {name}: {e}") from None
-        q = encode(w, codebooks)
-        layer_entries.append({
-            "name": name, "shape": [rows, cols], "tensor_scale": q.tensor_scale,
-            "weights": emit(f"{name}.weights", weight_words(q, layout), layout.weight_width),
-            "scales": emit(f"{name}.scales", scale_words(q, layout), layout.scale_width)})
-    manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "config": cfg.to_dict(),
-                "layout": layout.describe(), "codebook": cb_entry, "layers": layer_entries, "sha256": files}
-    manifest["manifest_sha256"] = manifest_digest(manifest)
-    _atomic_write(manifest_path, _manifest_text(manifest).encode())
+        mask = (1 << cfg.entry_bits) - 1
+        cb_entry = emit("codebook", [v & mask for v in codebooks.entries.flatten().tolist()], cfg.entry_bits)
+        layer_entries = []
+        for name, w in bar(layers.items(), desc="encode + write", total=len(layers), unit="layer",
+                           enabled=progress):
+            rows, cols = w.shape
+            q = encode(w, codebooks)
+            layer_entries.append({
+                "name": name, "shape": [rows, cols], "tensor_scale": q.tensor_scale,
+                "weights": emit(f"{name}.weights", weight_words(q, layout), layout.weight_width),
+                "scales": emit(f"{name}.scales", scale_words(q, layout), layout.scale_width)})
+        manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "config": cfg.to_dict(),
+                    "layout": layout.describe(), "codebook": cb_entry, "layers": layer_entries, "sha256": files}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        out.write(MANIFEST, _manifest_text(manifest).encode())
+        out.commit()
     return manifest
 
 
@@ -183,69 +244,16 @@ def manifest_digest(manifest):
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _field(obj, key, kind, where, source):
-    if not isinstance(obj, dict) or key not in obj:
-        raise FileFormatError(source, f"missing field {where}{key}")
-    v = obj[key]
-    if kind is int and (not isinstance(v, int) or isinstance(v, bool)):
-        raise FileFormatError(source, f"field {where}{key} must be an integer, not {v!r}")
-    if kind is not int and not isinstance(v, kind):
-        raise FileFormatError(source, f"field {where}{key} has the wrong type ({type(v).__name__})")
-    return v
+# -- reading -----------------------------------------------------------------------------------
 
-
-def _read_words(root, entry, where, manifest_path, checksums):
-    depth = _field(entry, "depth", int, where, manifest_path)
-    width = _field(entry, "width", int, where, manifest_path)
-    if depth < 0 or not 0 < width <= 4096:
-        raise FileFormatError(manifest_path, f"field {where}depth/width out of range ({depth}, {width})")
-    data = {}
-    for ext in ("hex", "bin"):
-        name = _field(entry, ext, str, where, manifest_path)
-        if Path(name).name != name:
-            raise FileFormatError(manifest_path, f"field {where}{ext}: {name!r} is not a plain file name")
-        path = root / name
-        try:
-            payload = path.read_bytes()
-        except FileNotFoundError:
-            raise FileFormatError(path, "missing (listed in manifest.json)") from None
-        except OSError as e:
-            raise FileFormatError(path, f"cannot read: {e.strerror}") from None
-        want = checksums.get(name) if isinstance(checksums, dict) else None
-        if want is None:
-            raise FileFormatError(manifest_path, f"no SHA-256 for {name} in field sha256")
-        if hashlib.sha256(payload).hexdigest() != want:
-            raise FileFormatError(path, "SHA-256 mismatch: the file is damaged or was changed")
-        data[ext] = payload
-    nbytes = (width + 7) // 8
-    if len(data["bin"]) != depth * nbytes:
-        raise FileFormatError(root / entry["bin"], f"{len(data['bin'])} bytes; depth {depth} x {nbytes} bytes expected")
-    words = [int.from_bytes(data["bin"][i * nbytes:(i + 1) * nbytes], "little") for i in range(depth)]
-    if any(w >> width for w in words):
-        raise FileFormatError(root / entry["bin"], f"a word has bits above width {width}")
-    try:
-        hex_words = [int(line, 16) for line in data["hex"].decode().split()]
-    except (UnicodeDecodeError, ValueError):
-        raise FileFormatError(root / entry["hex"], "not $readmemh text") from None
-    if hex_words != words:
-        raise FileFormatError(root / entry["hex"], f"differs from {entry['bin']}")
-    return words
-
-
-def read_image(path, expect: EngineLayout | None = None) -> Image:
-    """Load and verify an image directory; any damage raises FileFormatError naming the file
-    and field. With ``expect``, an image for another config or engine layout is refused."""
-    root = Path(path)
-    manifest_path = root / "manifest.json"
-    if not root.is_dir():
-        raise FileFormatError(root, "no such image directory")
-    try:
-        manifest_text = manifest_path.read_text()
-        manifest = json.loads(manifest_text)
-    except FileNotFoundError:
-        raise FileFormatError(manifest_path, "missing: not an image directory (or an interrupted write)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileFormatError(manifest_path, f"not valid JSON ({e})") from None
+def _load_manifest(root):
+    """(text, manifest dict) of ``root``'s manifest: read with every file check, kind, version
+    and the manifest's own digest verified."""
+    manifest_path = root / MANIFEST
+    if not os.path.lexists(manifest_path):
+        raise FileFormatError(manifest_path, "missing: not an image directory (or an interrupted write)")
+    raw = read_regular(manifest_path, max_bytes=MAX_MANIFEST_BYTES, inside=root, what="manifest")
+    manifest = loads_json(raw, source=manifest_path, max_depth=MANIFEST_MAX_DEPTH)
     if not isinstance(manifest, dict) or manifest.get("kind") != IMAGE_KIND:
         raise FileFormatError(manifest_path, f"field kind must be {IMAGE_KIND!r}")
     if manifest.get("version") != IMAGE_VERSION:
@@ -254,13 +262,96 @@ def read_image(path, expect: EngineLayout | None = None) -> Image:
     if manifest.get("manifest_sha256") != manifest_digest(manifest):
         raise FileFormatError(manifest_path, "field manifest_sha256: checksum mismatch, the manifest was "
                               "damaged or edited")
+    return raw.decode("utf-8"), manifest
+
+
+def image_files(directory):
+    """The names of the files the image in ``directory`` consists of (its manifest and every
+    file it lists under a name the writer uses): what a new image may replace. Raises
+    :class:`FileFormatError` when ``directory`` holds no image whose manifest verifies."""
+    root = Path(directory)
+    _, manifest = _load_manifest(root)
+    listed = manifest.get("sha256")
+    if not isinstance(listed, dict):
+        raise FileFormatError(root / MANIFEST, "field sha256 must be an object")
+    return {MANIFEST} | {name for name in listed if isinstance(name, str) and _FILE_NAME.fullmatch(name)}
+
+
+def _field(obj, key, kind, where, source):
+    if not isinstance(obj, dict) or key not in obj:
+        raise FileFormatError(source, f"missing field {where}{key}")
+    v = obj[key]
+    if kind is int and (not isinstance(v, int) or isinstance(v, bool)):
+        raise FileFormatError(source, f"field {where}{key} must be an integer, not {v!r}"[:300])
+    if kind is not int and not isinstance(v, kind):
+        raise FileFormatError(source, f"field {where}{key} has the wrong type ({type(v).__name__})")
+    return v
+
+
+def _read_words(root, entry, stem, depth, width, where, manifest_path, checksums, source):
+    """The words of one memory file pair, after every check: the file names the writer uses,
+    sizes from depth and width (checked before reading), SHA-256, .hex == .bin. ``source`` says
+    where the expected depth and width come from (``"shape [8, 64]"``)."""
+    got = (_field(entry, "depth", int, where, manifest_path), _field(entry, "width", int, where, manifest_path))
+    if got != (depth, width):
+        raise FileFormatError(manifest_path, f"field {where}depth/width {got[0]}/{got[1]} do not match "
+                              f"{source} ({depth}/{width} expected)"[:300])
+    data = {}
+    for ext, size in _file_sizes(depth, width).items():
+        name = _field(entry, ext, str, where, manifest_path)
+        if name != f"{stem}.{ext}":
+            raise FileFormatError(manifest_path, f"field {where}{ext}: {name!r} is not the file name "
+                                  f"{stem}.{ext} the writer uses"[:300])
+        want = checksums.get(name)
+        if not isinstance(want, str):
+            raise FileFormatError(manifest_path, f"no SHA-256 for {name} in field sha256")
+        path = root / name
+        if not os.path.lexists(path):
+            raise FileFormatError(path, f"missing (listed in {MANIFEST})")
+        payload = read_regular(path, size=size, inside=root, what=f"{ext} file of {depth} words of {width} bits")
+        if hashlib.sha256(payload).hexdigest() != want:
+            raise FileFormatError(path, "SHA-256 mismatch: the file is damaged or was changed")
+        data[ext] = payload
+    nbytes = (width + 7) // 8
+    raw = data["bin"]
+    words = [int.from_bytes(raw[i:i + nbytes], "little") for i in range(0, len(raw), nbytes)]
+    if any(w >> width for w in words):
+        raise FileFormatError(root / entry["bin"], f"a word has bits above width {width}")
+    if data["hex"] != _hex(words, width):
+        raise FileFormatError(root / entry["hex"], f"differs from {entry['bin']}")
+    return words
+
+
+def read_image(path, expect: EngineLayout | None = None, *, progress=False) -> Image:
+    """Load and verify an image directory.
+
+    Parameters
+    ----------
+    path : path-like
+        The image directory.
+    expect : :class:`EngineLayout`, optional
+        Refuse an image for another config or engine layout.
+    progress : bool
+        Show a bar per layer on stderr (when it is a terminal).
+
+    Raises
+    ------
+    FileFormatError
+        Any damage, naming the file and field: a missing, extra-large, special or outside file,
+        a checksum, shape, name or layout that does not match, an image with no layers.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileFormatError(root, "not a directory" if os.path.lexists(root) else "no such image directory")
+    manifest_path = root / MANIFEST
+    manifest_text, manifest = _load_manifest(root)
     try:
         config = BCQConfig.from_dict(manifest.get("config"), source="config")
         lay = _field(manifest, "layout", dict, "", manifest_path)
         layout = EngineLayout(config, _field(lay, "lanes", int, "layout.", manifest_path),
                               _field(lay, "blocks_per_cycle", int, "layout.", manifest_path))
     except ConfigError as e:
-        raise FileFormatError(manifest_path, str(e)) from None
+        raise FileFormatError(manifest_path, str(e)[:300]) from None
     if lay != layout.describe():
         raise FileFormatError(manifest_path, "field layout does not match the word layout this program writes")
     if expect is not None and expect != layout:
@@ -268,18 +359,27 @@ def read_image(path, expect: EngineLayout | None = None) -> Image:
                               f"{layout.blocks_per_cycle}, {config.describe()}; the hardware was built for "
                               f"lanes={expect.lanes}, blocks_per_cycle={expect.blocks_per_cycle}, "
                               f"{expect.config.describe()}")
-    checksums = manifest.get("sha256")
+    checksums = _field(manifest, "sha256", dict, "", manifest_path)
+    entries = _field(manifest, "layers", list, "", manifest_path)
+    if not entries:
+        raise FileFormatError(manifest_path, "field layers is empty: an image holds at least one layer")
     cb_entry = _field(manifest, "codebook", dict, "", manifest_path)
-    if (cb_entry.get("depth"), cb_entry.get("width")) != (config.n_codebooks * 16, config.entry_bits):
-        raise FileFormatError(manifest_path, "field codebook: depth/width do not match the config")
-    raw = _read_words(root, cb_entry, "codebook.", manifest_path, checksums)
+    raw = _read_words(root, cb_entry, "codebook", config.n_codebooks * config.n_entries, config.entry_bits,
+                      "codebook.", manifest_path, checksums, "the config")
     half = 1 << (config.entry_bits - 1)
-    entries = torch.tensor([v - 2 * half if v >= half else v for v in raw]).reshape(config.n_codebooks, 16)
-    codebooks = Codebooks(config, entries)
+    codebooks = Codebooks(config, torch.tensor([v - 2 * half if v >= half else v for v in raw])
+                          .reshape(config.n_codebooks, config.n_entries))
     layers = {}
-    for i, entry in enumerate(_field(manifest, "layers", list, "", manifest_path)):
+    listed = {"codebook.hex", "codebook.bin"}
+    for i, entry in enumerate(bar(entries, desc="verify", unit="layer", enabled=progress)):
         where = f"layers[{i}]."
         name = _field(entry, "name", str, where, manifest_path)
+        try:
+            _safe_name(name)
+        except BCQError as e:
+            raise FileFormatError(manifest_path, f"field {where}name: {e}"[:300]) from None
+        if name in layers:
+            raise FileFormatError(manifest_path, f"field {where}name: layer {name!r} appears twice")
         shape = _field(entry, "shape", list, where, manifest_path)
         if len(shape) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
             raise FileFormatError(manifest_path, f"field {where}shape must be [rows, cols]")
@@ -288,24 +388,27 @@ def read_image(path, expect: EngineLayout | None = None) -> Image:
             raise FileFormatError(manifest_path, f"field {where}shape {shape}: rows 1..{MAX_ROWS}, cols a "
                                   f"multiple of array_len={config.array_len} up to {MAX_COLS}")
         ts = entry.get("tensor_scale")
-        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not ts > 0 or ts != ts or ts == float("inf"):
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not 0 < ts < float("inf"):
             raise FileFormatError(manifest_path, f"field {where}tensor_scale must be a positive finite number")
-        for part, depth, width in (("weights", layout.weight_depth(rows, cols), layout.weight_width),
-                                   ("scales", layout.scale_depth(rows, cols), layout.scale_width)):
-            e = _field(entry, part, dict, where, manifest_path)
-            if (e.get("depth"), e.get("width")) != (depth, width):
-                raise FileFormatError(manifest_path, f"field {where}{part}: depth/width {e.get('depth')}/"
-                                      f"{e.get('width')} do not match shape {shape} ({depth}/{width} expected)")
-        ww = _read_words(root, entry["weights"], f"{where}weights.", manifest_path, checksums)
-        sw = _read_words(root, entry["scales"], f"{where}scales.", manifest_path, checksums)
+        ww = _read_words(root, _field(entry, "weights", dict, where, manifest_path), f"{name}.weights",
+                         layout.weight_depth(rows, cols), layout.weight_width, f"{where}weights.", manifest_path,
+                         checksums, f"shape {shape}")
+        sw = _read_words(root, _field(entry, "scales", dict, where, manifest_path), f"{name}.scales",
+                         layout.scale_depth(rows, cols), layout.scale_width, f"{where}scales.", manifest_path,
+                         checksums, f"shape {shape}")
         q = words_to_tensor(ww, sw, (rows, cols), codebooks, float(ts), layout)
         if q.selectors.numel() and int(q.selectors.max()) >= config.n_codebooks:
-            raise FileFormatError(root / entry["weights"]["bin"], f"a selector exceeds n_codebooks={config.n_codebooks}")
+            raise FileFormatError(root / entry["weights"]["bin"],
+                                  f"a selector exceeds n_codebooks={config.n_codebooks}")
         try:
             scale_decode(q.scales, config.scale, what=f"layer {name} scale code")
         except BCQError as e:
             raise FileFormatError(root / entry["scales"]["bin"], str(e)) from None
-        layers[name] = LayerImage(name, (rows, cols), q, ww, sw)
+        layers[name] = LayerImage(name, (rows, cols), q, ww, sw, layout)
+        listed |= {f"{name}.{part}.{ext}" for part in ("weights", "scales") for ext in ("hex", "bin")}
+    extra = sorted(set(checksums) - listed)
+    if extra:
+        raise FileFormatError(manifest_path, f"field sha256 lists {extra[0]!r}, which no layer uses"[:300])
     # Last: byte-for-byte the text the writer produces, so no change to the file goes unseen
     # (whitespace edits or a lost final newline keep the JSON and its digest intact).
     if manifest_text != _manifest_text(manifest):
