@@ -56,3 +56,32 @@ def test_unknown_preset_is_refused(capsys):
         main(["quantize", "x.pt", "--preset", "w4a4-9"])
     assert e.value.code == 2
     assert "argument --preset: invalid choice: 'w4a4-9'" in capsys.readouterr().err
+
+
+def test_weights_with_a_preset_writes_its_config_and_codebooks(tmp_path, capsys):
+    from bcq.sw.host.image import read_image
+    model = tmp_path / "m.pt"
+    torch.save({"a.weight": torch.randn(4, 128, generator=torch.Generator().manual_seed(1))}, model)
+    assert main(["weights", str(model), "-o", str(tmp_path / "img"), "--preset", "w4a4-4.375", "--source", "minilm",
+                 "--quiet"]) == 0
+    img = read_image(tmp_path / "img")
+    assert img.layout.config == PRESETS["w4a4-4.375"]
+    assert torch.equal(img.codebooks.entries, shipped_codebooks("w4a4-4.375", "minilm").entries)
+
+
+def test_preset_against_a_codebook_file_of_another_config(tensor_file, tmp_path, capsys):
+    cb_path = tmp_path / "cb.json"
+    shipped_codebooks("w4a4-4.5").save(cb_path)
+    assert main(["quantize", str(tensor_file), "--codebooks", str(cb_path), "--preset", "w4a4-4.375"]) == 2
+    assert capsys.readouterr().err == (
+        f"bcq: error: --preset ({PRESETS['w4a4-4.375'].describe()}) does not match the codebooks in {cb_path} "
+        f"({PRESETS['w4a4-4.5'].describe()}); leave --preset out\n")
+    # The same preset as the file's config is accepted.
+    assert main(["quantize", str(tensor_file), "--codebooks", str(cb_path), "--preset", "w4a4-4.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bits_per_scalar"] == 4.5
+
+
+def test_verilog_takes_a_preset(tmp_path, capsys):
+    out = tmp_path / "dot.v"
+    assert main(["verilog", "--unit", "bcq-dot", "--preset", "w4a4-4.375", "-o", str(out), "--quiet"]) == 0
+    assert "Nc=4" in capsys.readouterr().out and out.stat().st_size > 0
