@@ -181,6 +181,14 @@ class _IntegerTables:
         self.value = torch.stack([v for _, v in cols], 1).to(device)
 
 
+def _div(t, s):
+    """``t / s`` for a Python number ``s``, correctly rounded on every device. (PyTorch's CUDA
+    kernel divides by a CPU scalar as ``t * (1 / s)``, which can differ from ``t / s`` in the last
+    bit, so the encoder's scale codes and normalized values would depend on the device; dividing
+    by a tensor on ``t``'s device is the IEEE division on both.)"""
+    return t / torch.tensor(s, dtype=t.dtype, device=t.device)
+
+
 def _array_scales(amax, ts, cfg):
     """Per block array, from ``amax`` = max |x| over the array (any float dtype, exact): the scale
     code (uint8) and the divisor of the normalization (float64; ``inf`` for the zero scale, so
@@ -188,7 +196,7 @@ def _array_scales(amax, ts, cfg):
 
     ``need = (amax / ts) / entry_max`` in float64, in that order, and the code is
     ``scale_code(need, format, scale_rule)``."""
-    need = amax.to(torch.float64) / ts / cfg.entry_max
+    need = _div(_div(amax.to(torch.float64), ts), cfg.entry_max)
     codes = scale_code(need, cfg.scale, cfg.scale_rule)
     first, values = scale_code_values(cfg.scale)
     sv = values.to(amax.device)[codes.to(torch.int64) - first]
@@ -200,7 +208,7 @@ def _normalize_arrays(xa, ts, cfg):
     scale values float64 [na], normalized ``y = (x / ts) / s`` float64 [na, LA], in that order).
     amax is taken in the input's own dtype: exact, and max commutes with the monotonic division."""
     codes, sv, div = _array_scales(xa.abs().amax(-1), ts, cfg)
-    y = xa.to(torch.float64).div_(ts).div_(div.unsqueeze(-1))
+    y = _div(xa.to(torch.float64), ts).div_(div.unsqueeze(-1))
     return codes, sv, y
 
 
@@ -250,7 +258,7 @@ def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None):
         # Scalar-position-major layout [Lb, arrays, blocks]: the table gather reads whole rows
         # (every codebook's value for one t) and the block sums add contiguous slices.
         y = torch.empty(lb, a1 - a0, bpa, dtype=torch.float64, device=dev)
-        y.copy_(chunk.view(-1, bpa, lb).permute(2, 0, 1)).div_(ts).div_(div.view(1, -1, 1))
+        y.copy_(chunk.view(-1, bpa, lb).permute(2, 0, 1)).div_(torch.tensor(ts, dtype=y.dtype, device=dev)).div_(div.view(1, -1, 1))
         y = y.view(-1)
         t = (2 * y).clamp_(tab.t_lo, tab.t_hi).ceil_().sub_(tab.t_lo).to(torch.int64)
         d = tab.value.index_select(0, t)                          # [Lb * nb, Nc]
@@ -279,8 +287,18 @@ def encode(x, codebooks: Codebooks) -> BCQTensor:
     check_tensor(x, cfg.array_len)
     ts, codes, sels, idxs, _ = _encode_chunks(x, codebooks)
     lead = x.shape[:-1]
-    return BCQTensor(codebooks, idxs.reshape(x.shape).cpu(), sels.reshape(*lead, -1).cpu(),
-                     codes.reshape(*lead, -1).cpu(), ts)
+    return BCQTensor(codebooks, _to_host(idxs.reshape(x.shape)), _to_host(sels.reshape(*lead, -1)),
+                     _to_host(codes.reshape(*lead, -1)), ts)
+
+
+def _to_host(t):
+    """A CPU copy of ``t``; from an accelerator through page-locked memory (PyTorch caches it), which
+    copies several times faster than into pageable memory."""
+    if t.device.type == "cpu":
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.device.type == "cuda")
+    out.copy_(t)
+    return out
 
 
 def decode(q: BCQTensor, dtype=torch.float32):
@@ -366,7 +384,7 @@ def _block_weights(t, ts, sv, config):
     computed on the CPU, so every device finds the same exponents. Zero arrays weigh nothing (None
     is returned as exponent ``_E_MIN - 1``)."""
     ms = float(t.detach().cpu().to(torch.float64).pow(2).mean())
-    w = (sv * ts) ** 2 / (ms if ms > 0 else 1.0)
+    w = _div((sv * ts) ** 2, ms if ms > 0 else 1.0)
     m, k = torch.frexp(w)                         # w = m * 2**k, m in [0.5, 1)
     e = torch.where(m < 2 ** -0.5, k - 1, k).clamp(_E_MIN, _E_MAX)
     e = torch.where(sv > 0, e, torch.full_like(e, _E_MIN - 1))
