@@ -23,13 +23,14 @@ from bcq.sim.fpga import build_bitstream, check_timing, format_report
 from bcq.sim.trace import format_trace, trace_unit
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.calibdata import synthetic_calibration_data
-from bcq.sw.formats.codebooks import default_codebooks, load_codebooks
-from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.codebooks import CODEBOOK_SOURCES, DEFAULT_SOURCE, default_codebooks, load_codebooks
+from bcq.sw.formats.config import PRESETS, BCQConfig
 from bcq.sw.formats.errors import BCQError, FileFormatError
 from bcq.sw.formats.files import atomic_write, check_regular, check_writable_file
 from bcq.sw.formats.lobcq import calibrate
 from bcq.sw.formats.quantizers import FORMATS, get_format, sqnr_db
 from bcq.sw.host.image import FLOAT_DTYPES, read_image, write_image
+from bcq.sw.host.minilm import minilm_calibration_data
 from bcq.sw.host.models import load_state_dict, select_layers
 
 from .demo import run_demo
@@ -63,19 +64,29 @@ def _load_tensor(path):
     return obj
 
 
-def _config(text):
-    """The --config given, or None (the default, or what an image or codebook file says)."""
-    return BCQConfig.parse(text) if text else None
+def _config(text, preset=None):
+    """``--preset`` (a named config), then ``--config`` assignments over it (over the default config
+    without ``--preset``); None when neither is given (the default, or what an image or codebook
+    file says)."""
+    if not (text or preset):
+        return None
+    base = BCQConfig.preset(preset) if preset else BCQConfig()
+    return BCQConfig.parse(text, base) if text else base
 
 
-def _codebooks(path, config):
+def _config_options(args):
+    """The config options the user gave, for messages (e.g. '--preset/--config')."""
+    return "/".join(o for o, v in (("--preset", getattr(args, "preset", None)), ("--config", args.config)) if v)
+
+
+def _codebooks(path, config, source=DEFAULT_SOURCE, options="--config"):
     if path:
         cb = load_codebooks(path)
         if config is not None and config != cb.config:
-            raise BCQError(f"--config ({config.describe()}) does not match the codebooks in {path} "
-                           f"({cb.config.describe()}); leave --config out")
+            raise BCQError(f"{options} ({config.describe()}) does not match the codebooks in {path} "
+                           f"({cb.config.describe()}); leave {options} out")
         return cb
-    return default_codebooks(config)
+    return default_codebooks(config, source)
 
 
 def _check_output_file(path):
@@ -95,13 +106,14 @@ def _device(name):
 
 def cmd_quantize(args):
     if args.format != "lobcq":
-        for option, value in (("--config", args.config), ("--codebooks", args.codebooks)):
+        for option, value in (("--preset", args.preset), ("--config", args.config), ("--codebooks", args.codebooks)):
             if value:
                 raise BCQError(f"{option} applies to --format lobcq only, not {args.format}")
     if args.output:
         _check_output_file(args.output)
-    config = _config(args.config)
-    fmt = get_format(args.format, _codebooks(args.codebooks, config) if args.format == "lobcq" else None)
+    config = _config(args.config, args.preset)
+    fmt = get_format(args.format, _codebooks(args.codebooks, config, args.source, _config_options(args))
+                     if args.format == "lobcq" else None)
     x = _load_tensor(args.input)
     xq = fmt.fake_quant(x)
     if not torch.isfinite(xq).all():
@@ -126,23 +138,40 @@ def _save_tensor(t, path):
     atomic_write(path, buf.getvalue(), make_parents=True)
 
 
+def calibrate_command(args):
+    """The canonical command line of a calibration (recorded in the codebook file, so a shipped set
+    names how to rebuild it; file names and -o are left out)."""
+    words = ["bcq", "calibrate", *map(str, args.inputs)]
+    words += ["--preset", args.preset] if args.preset else []
+    words += ["--config", args.config] if args.config else []
+    words += ["--synthetic"] * bool(args.synthetic) + ["--minilm"] * bool(args.minilm)
+    for flag, value, default in (("--iters", args.iters, 30), ("--seed", args.seed, 0),
+                                 ("--max-blocks", args.max_blocks, 1 << 16)):
+        words += [flag, str(value)] if value != default else []
+    return " ".join(words)
+
+
 def cmd_calibrate(args):
     _check_output_file(args.output)
-    config = _config(args.config) or BCQConfig()
+    config = _config(args.config, args.preset) or BCQConfig()
     device = _device(args.device)
     data = [_load_tensor(p) for p in args.inputs]
-    if data and not args.synthetic and all(not bool(t.any()) for t in data):
+    if data and not (args.synthetic or args.minilm) and all(not bool(t.any()) for t in data):
         raise BCQError(f"{', '.join(args.inputs)}: every value is zero; codebooks calibrated on zeros are all "
-                       "zero (add non-zero data, or --synthetic)")
-    if args.synthetic or not data:
+                       "zero (add non-zero data, --synthetic or --minilm)")
+    synthetic = args.synthetic or not (data or args.minilm)
+    if synthetic:
         data += synthetic_calibration_data(args.seed)
+    if args.minilm:
+        data += minilm_calibration_data(config.array_len)[0]
     res = calibrate(data, config, iters=args.iters, seed=args.seed, max_blocks=args.max_blocks,
                     device=device, progress=not args.quiet,
                     log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
     if not bool(res.codebooks.entries.any()):
         raise BCQError("calibration gave all-zero codebooks (the data has no non-zero block); nothing written")
-    res.codebooks.provenance["data"] = [str(p) for p in args.inputs] + (
-        ["synthetic"] if args.synthetic or not args.inputs else [])
+    res.codebooks.provenance["data"] = [str(p) for p in args.inputs] + ["synthetic"] * synthetic + (
+        ["minilm: linear weights + inputs on sw/host/data/calibration_sentences.txt"] if args.minilm else [])
+    res.codebooks.provenance["command"] = calibrate_command(args)
     res.codebooks.save(args.output)
     print(f"wrote {args.output}: {config.describe()}; MSE {res.mse_history[0]:.5f} -> "
           f"{res.mse_history[-1]:.5f} over {args.iters} iterations, {res.mse_final:.5f} on the "
@@ -156,14 +185,14 @@ def cmd_verilog(args):
         raise BCQError("--layer names a layer of --image; give --image too")
     if args.image is not None and args.unit != "gemv":
         raise BCQError(f"--image applies to --unit gemv only, not {args.unit}")
-    info = write_verilog(args.unit, args.output, config=_config(args.config), options=args.option,
+    info = write_verilog(args.unit, args.output, config=_config(args.config, args.preset), options=args.option,
                          image=args.image, layer=args.layer, progress=not args.quiet)
     print(info)
 
 
 def cmd_weights(args):
-    config = _config(args.config)
-    cb = _codebooks(args.codebooks, config)
+    config = _config(args.config, args.preset)
+    cb = _codebooks(args.codebooks, config, args.source, _config_options(args))
     layout = EngineLayout(cb.config, args.lanes, args.blocks_per_cycle)
     state = load_state_dict(args.model)
     selection = select_layers(state, args.layers, cb.config.array_len)
@@ -245,7 +274,7 @@ def cmd_trace(args):
             raise BCQError(f"--scales {args.scales}: two scale codes W,X (e.g. 0x7f,0x38) are needed") from None
         if len(scales) != 2:
             raise BCQError(f"--scales {args.scales}: two scale codes W,X (e.g. 0x7f,0x38) are needed")
-    result = trace_unit(args.unit, _config(args.config), args.option, seed=args.seed, arrays=args.arrays,
+    result = trace_unit(args.unit, _config(args.config, args.preset), args.option, seed=args.seed, arrays=args.arrays,
                         scales=scales, codebooks=load_codebooks(args.codebooks) if args.codebooks else None)
     print(format_trace(result))
     if result.first_difference:
@@ -277,6 +306,15 @@ def _int_range(low, high=None):
     return parse
 
 
+def _preset_args(p, codebook_source=False):
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="named BCQ config (default: " + next(iter(PRESETS)) + "); --config changes fields of it")
+    if codebook_source:
+        p.add_argument("--source", default=DEFAULT_SOURCE, choices=CODEBOOK_SOURCES,
+                       help="which shipped codebooks (without --codebooks): calibrated on the synthetic "
+                            "mix or on MiniLM-L6 data")
+
+
 def _common(quiet=True):
     """Options every subcommand takes (after its name, too)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -299,6 +337,7 @@ def build_parser():
     q.add_argument("--format", default="lobcq", choices=FORMATS)
     q.add_argument("--codebooks", help="codebook JSON from 'bcq calibrate' (lobcq only; default: the shipped set)")
     q.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4 (lobcq only)")
+    _preset_args(q, codebook_source=True)
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_quantize)
 
@@ -306,7 +345,10 @@ def build_parser():
     c.add_argument("inputs", nargs="*", help="tensors (.pt) to calibrate on (default: the synthetic mix)")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--synthetic", action="store_true", help="add the shipped synthetic calibration mix")
+    c.add_argument("--minilm", action="store_true",
+                   help="add MiniLM-L6's linear weights and recorded inputs on the calibration sentences")
     c.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    _preset_args(c)
     c.add_argument("--iters", type=_int_range(1), default=30)
     c.add_argument("--seed", type=_int_range(0, MAX_SEED), default=0)
     c.add_argument("--max-blocks", type=_int_range(1), default=1 << 16)
@@ -316,6 +358,7 @@ def build_parser():
     v = sub.add_parser("verilog", help="write a unit's Verilog", parents=common)
     v.add_argument("--unit", required=True, help=f"one of {', '.join(UNITS)}")
     v.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4 (bcq-dot, gemv)")
+    _preset_args(v)
     v.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware parameter, e.g. blocks_per_cycle=2, max_len=8192")
     v.add_argument("--image", help="gemv: image directory whose layer initializes the memories (it fixes the "
@@ -331,6 +374,7 @@ def build_parser():
     w.add_argument("--layers", nargs="+", help="tensor names (default: every 2-D weight that fits, except "
                    "embedding tables)")
     w.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    _preset_args(w, codebook_source=True)
     w.add_argument("--codebooks", help="codebook JSON (default: the shipped set)")
     w.add_argument("--lanes", type=_int_range(1), default=4, help="engine lanes R (rows in parallel)")
     w.add_argument("--blocks-per-cycle", type=_int_range(1), default=1)
@@ -359,6 +403,7 @@ def build_parser():
                        parents=common)
     t.add_argument("--unit", default="bcq-dot", help="a unit with trace taps (bcq-dot)")
     t.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    _preset_args(t)
     t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware parameter, e.g. blocks_per_cycle=2")
     t.add_argument("--codebooks", help="codebook JSON (default: random codebooks from --seed)")

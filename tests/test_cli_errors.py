@@ -103,7 +103,7 @@ def test_every_listed_mistake_is_one_named_line(files, capsys, tmp_path):
          "bcq: error: --layer names a layer of --image; give --image too\n"),
         (["calibrate", "zeros.pt", "-o", "c.json", "--quiet"],
          "bcq: error: zeros.pt: every value is zero; codebooks calibrated on zeros are all zero (add non-zero data, "
-         "or --synthetic)\n"),
+         "--synthetic or --minilm)\n"),
         (["quantize", "--format", "int4", "huge.pt"],
          "bcq: error: int4: |x| up to 3e+38 needs a scale beyond FP16's 65504 (INT4-g64 represents |x| up to about "
          "4.59e+05)\n"),

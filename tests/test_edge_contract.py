@@ -241,8 +241,8 @@ def test_beat_layout_table_matches_the_layout():
     layout = bcq_beat_layout(BeatGeometry(BCQConfig()))
     fields = {name: (f.offset, f.offset + Shape.cast(f.shape).width - 1) for name, f in layout}
     assert _doc_table("### Beat layout (bit order)") == fields
-    assert Shape.cast(layout).width == 89 and "89 bits for the default config" in DOC.read_text()
+    assert Shape.cast(layout).width == 87 and "87 bits for the default config" in DOC.read_text()
     act = activation_layout(BeatGeometry(BCQConfig()))
     offsets = {name: (f.offset, f.offset + Shape.cast(f.shape).width - 1) for name, f in act}
-    assert offsets == {"idx": (0, 31), "sel": (32, 35), "scale": (36, 43), "last": (44, 44)}
-    assert "`idx` 31..0, `sel` 35..32, `scale` 43..36, `last` 44" in DOC.read_text()
+    assert offsets == {"idx": (0, 31), "sel": (32, 34), "scale": (35, 42), "last": (43, 43)}
+    assert "`idx` 31..0, `sel` 34..32, `scale` 42..35, `last` 43" in DOC.read_text()

@@ -101,10 +101,11 @@ def test_a_missing_result_is_reported_as_a_hang(seed, tmp_path):
 def test_spec_is_read_from_the_signature():
     dut = BCQDot(BCQConfig(), max_len=1024)
     bcq = HarnessSpec.from_component(dut, "bcq_dot")
-    assert bcq.to_json() == {"top": "bcq_dot", "inp": ("i", 89), "out": ("o", dut.acc_bits),
-                             "writes": (("cbw", 8, 6),), "sets": ()}
+    # Default config (Nc = 8): an 87-bit beat (docs/arithmetic.md's table), 8 x 16 codebook words.
+    assert bcq.to_json() == {"top": "bcq_dot", "inp": ("i", 87), "out": ("o", dut.acc_bits),
+                             "writes": (("cbw", 7, 6),), "sets": ()}
     gemv = HarnessSpec.from_component(CONFIGS["gemv"].make(), "gemv")
-    assert (gemv.inp, gemv.out[0], gemv.writes[2], gemv.sets) == (("x", 45), "o", ("cbw", 8, 6), (("rows", 4),))
+    assert (gemv.inp, gemv.out[0], gemv.writes[2], gemv.sets) == (("x", 44), "o", ("cbw", 7, 6), (("rows", 4),))
     assert [w[0] for w in gemv.writes] == ["wmem", "smem", "cbw"] and gemv.setup_words == 5
     bxp = HarnessSpec.from_component(BxPMac(), "bxp_mac")
     assert (bxp.inp, bxp.writes, bxp.in_words) == (("i", 262), (), 9)

@@ -105,7 +105,7 @@ def damage(path, how, rehash=False):
 @pytest.mark.parametrize("how,where,message", [
     ("missing file", "a.weight.scales.bin", "missing (listed in manifest.json)"),
     ("bit flip", "a.weight.weights.bin", "SHA-256 mismatch: the file is damaged or was changed"),
-    ("truncated", "codebook.hex", "758 bytes; the hex file of 256 words of 6 bits must be 768 bytes"),
+    ("truncated", "codebook.hex", "374 bytes; the hex file of 128 words of 6 bits must be 384 bytes"),  # Nc=8
     ("magic", "manifest.json", "field kind must be 'bcq-image'"),
     ("version", "manifest.json", "field version 99 is not supported (this program reads version 2)"),
     ("shape", "manifest.json", "field manifest_sha256: checksum mismatch, the manifest was damaged or edited"),
@@ -113,7 +113,7 @@ def damage(path, how, rehash=False):
     ("not json", "manifest.json", "not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
                                   "(char 1))"),
     ("whitespace", "manifest.json", "not the text this program writes (edited or damaged)"),
-    ("shape+", "manifest.json", "field layers[0].weights.depth/width 48/208 do not match shape [13, 128] (64/208 "
+    ("shape+", "manifest.json", "field layers[0].weights.depth/width 48/204 do not match shape [13, 128] (64/204 "
                                 "expected)"),
     ("config+", "manifest.json", "invalid config: block_len=3; allowed: (2, 4, 8, 16)"),
     ("layout+", "manifest.json", "field layout does not match the word layout this program writes"),

@@ -101,8 +101,8 @@ def test_a_wrong_scale_decode_in_the_design_is_pinpointed(monkeypatch, seed):
 def test_bcq_trace_command(capsys):
     assert main(["trace", "--seed", "3", "--option", "blocks_per_cycle=2", "--scales", "0x7f,0xff"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("bcq trace: bcq-dot, LO-BCQ Lb=8 LA=64 Nc=16 INT6 entries, E4M3 array scales + FP32 tensor "
-                          "scale: 4.625 bits/scalar, 2 block(s)/cycle; one vector of 64 scalars (1 block array), seed 3; "
+    assert out.startswith("bcq trace: bcq-dot, LO-BCQ Lb=8 LA=64 Nc=8 INT6 entries, E4M3 array scales (ceil) + FP32 "
+                          "tensor scale: 4.5 bits/scalar, 2 block(s)/cycle; one vector of 64 scalars (1 block array), seed 3; "
                           "scale codes w ['0x7f'], x ['0xff']\n")
     assert out.count(" == same") == len(TRACE_STAGES)
     assert out.endswith("every tapped stage equals the golden model\n")
@@ -147,8 +147,8 @@ def test_trace_reports_a_difference_as_an_error(monkeypatch, capsys):
 
 def test_trace_unit_checks_its_arguments():
     with pytest.raises(BCQError, match=exactly(
-            "--config does not match the codebooks' config (LO-BCQ Lb=8 LA=64 Nc=16 INT6 entries, E4M3 array "
-            "scales + FP32 tensor scale: 4.625 bits/scalar)")):
+            "--config does not match the codebooks' config (LO-BCQ Lb=8 LA=64 Nc=8 INT6 entries, E4M3 array "
+            "scales (ceil) + FP32 tensor scale: 4.5 bits/scalar)")):
         trace_unit(config=BCQConfig(n_codebooks=4), codebooks=random_codebooks(BCQConfig(), torch.Generator()))
     assert np.array_equal(random_pair(random_codebooks(BCQConfig(), torch.Generator()), 5)[0].indices,
                           random_pair(random_codebooks(BCQConfig(), torch.Generator()), 5)[0].indices)

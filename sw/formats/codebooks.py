@@ -14,16 +14,35 @@ from pathlib import Path
 
 import torch
 
-from .config import BCQConfig
+from .config import DEFAULT, PRESETS, BCQConfig
 from .errors import BCQError, ConfigError, FileFormatError
 from .files import atomic_write, read_json
 
-__all__ = ["Codebooks", "load_codebooks", "default_codebooks", "DEFAULT_CODEBOOKS_PATH"]
+__all__ = ["Codebooks", "load_codebooks", "default_codebooks", "shipped_codebooks",
+           "shipped_codebooks_path", "CODEBOOK_SOURCES", "DEFAULT_SOURCE", "DEFAULT_CODEBOOKS_PATH"]
 
 FILE_KIND = "bcq-codebooks"
 FILE_VERSION = 1
-DEFAULT_CODEBOOKS_PATH = Path(__file__).parent / "data" / "default_codebooks.json"
-# 16 x 16 small integers and a calibration record: a few kB. The cap keeps a wrong file (or
+DATA = Path(__file__).parent / "data"
+# Every preset ships two calibrated sets: "synthetic" (sw/formats/calibdata.py's seeded mix) and
+# "minilm" (MiniLM-L6 weights + activations on sentences the evaluation never sees). Each file's
+# "calibration" field holds the command line that rebuilds it bit for bit.
+CODEBOOK_SOURCES = ("synthetic", "minilm")
+DEFAULT_SOURCE = "synthetic"
+
+
+def shipped_codebooks_path(preset, source=DEFAULT_SOURCE):
+    """Where the shipped set of ``preset`` calibrated on ``source`` lies (a :class:`ConfigError`
+    names the allowed values of either)."""
+    if preset not in PRESETS:
+        raise ConfigError("preset", preset, tuple(PRESETS))
+    if source not in CODEBOOK_SOURCES:
+        raise ConfigError("codebook source", source, CODEBOOK_SOURCES)
+    return DATA / f"{preset}.{source}.json"
+
+
+DEFAULT_CODEBOOKS_PATH = shipped_codebooks_path("w4a4-4.5")
+# At most 16 x 16 small integers and a calibration record: a few kB. The cap keeps a wrong file (or
 # /dev/zero behind a link) from being read whole.
 MAX_FILE_BYTES = 1 << 20
 
@@ -118,12 +137,21 @@ def load_codebooks(path):
     return Codebooks.from_json(read_json(path, max_bytes=MAX_FILE_BYTES, what="codebook file"), source=str(path))
 
 
-def default_codebooks(config=None):
-    """The shipped, calibrated set for the default config (``sw/data/default_codebooks.json``).
-
-    For another config there is no shipped set: calibrate one (``bcq calibrate``)."""
-    cb = load_codebooks(DEFAULT_CODEBOOKS_PATH)
-    if config is not None and config != cb.config:
-        raise BCQError(f"the shipped codebooks are for {cb.config.describe()}; for "
-                       f"{config.describe()} calibrate a set with 'bcq calibrate' and pass --codebooks")
+def shipped_codebooks(preset, source=DEFAULT_SOURCE):
+    """The shipped set of a preset (``source``: one of :data:`CODEBOOK_SOURCES`)."""
+    cb = load_codebooks(shipped_codebooks_path(preset, source))
+    if cb.config != PRESETS[preset]:
+        raise FileFormatError(shipped_codebooks_path(preset, source),
+                              f"holds codebooks for {cb.config.describe()}, not for preset {preset}")
     return cb
+
+
+def default_codebooks(config=None, source=DEFAULT_SOURCE):
+    """The shipped, calibrated set for ``config`` (default: the default config), which must be one
+    of the presets. For another config there is no shipped set: calibrate one (``bcq calibrate``)."""
+    config = DEFAULT if config is None else config
+    for name, preset in PRESETS.items():
+        if preset == config:
+            return shipped_codebooks(name, source)
+    raise BCQError(f"no shipped codebooks for {config.describe()} (shipped: the presets "
+                   f"{', '.join(PRESETS)}); calibrate a set with 'bcq calibrate' and pass --codebooks")

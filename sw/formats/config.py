@@ -17,7 +17,7 @@ import math
 from .errors import ConfigError
 from .options import parse_assignments
 
-__all__ = ["BCQConfig", "ScaleFormat", "SCALE_FORMATS", "DEFAULT"]
+__all__ = ["BCQConfig", "ScaleFormat", "SCALE_FORMATS", "SCALE_RULES", "PRESETS", "DEFAULT"]
 
 ALLOWED_BLOCK_LEN = (2, 4, 8, 16)
 ALLOWED_N_CODEBOOKS = (1, 2, 4, 8, 16)
@@ -63,6 +63,9 @@ def e8m0(min_exp):
 
 
 SCALE_FORMATS = ("e4m3", "e8m0")
+# How the array scale code is chosen from the array's maximum (numerics.scale_code has the
+# exact definition): "ceil" never clips; "nearest" rounds to the nearest scale value.
+SCALE_RULES = ("ceil", "nearest")
 
 
 @dataclass(frozen=True)
@@ -78,15 +81,22 @@ class BCQConfig:
     scale_format : ``"e4m3"`` (default) or ``"e8m0"`` (power-of-two scales).
     e8m0_min_exp : lowest exponent of the E8M0 window ``[e8m0_min_exp, 0]`` (-30..0).
     tensor_scale : whether an FP32 per-tensor scale is applied on top of the array scales.
+    scale_rule : how an array's scale code is chosen from ``need = amax(|array|) / (ts * entry_max)``:
+        ``"ceil"`` (the smallest scale >= need: nothing clips) or ``"nearest"`` (the nearest scale,
+        ties to the larger, saturating at the largest); see :func:`bcq.sw.formats.numerics.scale_code`.
+
+    The defaults are the preset ``"w4a4-4.5"`` (docs/arithmetic.md section 1 says which parts
+    come from the paper and which are this project's choices); :meth:`preset` names the others.
     """
 
     block_len: int = 8
     array_len: int = 64
-    n_codebooks: int = 16
+    n_codebooks: int = 8
     entry_bits: int = 6
     scale_format: str = "e4m3"
     e8m0_min_exp: int = -16
     tensor_scale: bool = True
+    scale_rule: str = "ceil"
 
     def __post_init__(self):
         for name in ("block_len", "array_len", "n_codebooks", "entry_bits", "e8m0_min_exp"):
@@ -108,6 +118,8 @@ class BCQConfig:
             raise ConfigError("e8m0_min_exp", self.e8m0_min_exp, "-30..0")
         if not isinstance(self.tensor_scale, bool):
             raise ConfigError("tensor_scale", self.tensor_scale, "true or false")
+        if self.scale_rule not in SCALE_RULES:
+            raise ConfigError("scale_rule", self.scale_rule, SCALE_RULES)
 
     # -- derived quantities (the only place they are computed) -------------------------
 
@@ -146,7 +158,8 @@ class BCQConfig:
 
     @property
     def bits_per_scalar(self):
-        """Effective storage: 4 + log2(Nc)/Lb + scale_bits/LA (4.625 for the default)."""
+        """Effective storage: 4 + log2(Nc)/Lb + scale_bits/LA (4.5 for the default). The FP32
+        tensor scale and the codebook table are per tensor / per model and not counted."""
         return self.index_bits + self.selector_bits / self.block_len + self.scale_bits / self.array_len
 
     # -- serialization -------------------------------------------------------------------
@@ -156,26 +169,55 @@ class BCQConfig:
 
     @classmethod
     def from_dict(cls, d, *, source="config"):
+        """The inverse of :meth:`to_dict`. A dict without ``scale_rule`` was written before the
+        field existed, when every scale was chosen by ``"ceil"``; it reads as such."""
         if not isinstance(d, dict):
             raise ConfigError(source, type(d).__name__, "a JSON object of config fields")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}.{unknown[0]}", d[unknown[0]], f"one of the fields {sorted(known)}")
-        return cls(**d)
+        return cls(**{"scale_rule": "ceil", **d})
 
     @classmethod
-    def parse(cls, text):
-        """Parse ``"block_len=4,n_codebooks=4,scale_format=e8m0"`` (the CLI's ``--config``)."""
+    def preset(cls, name):
+        """The named configuration (:data:`PRESETS`; ``bcq ... --preset NAME``)."""
+        if name not in PRESETS:
+            raise ConfigError("preset", name, tuple(PRESETS))
+        return PRESETS[name]
+
+    @classmethod
+    def parse(cls, text, base=None):
+        """Parse ``"block_len=4,n_codebooks=4,scale_format=e8m0"`` (the CLI's ``--config``): the
+        fields of ``base`` (default: the defaults) with those assignments."""
         types = {name: f.type if f.type in (int, bool) else str for name, f in cls.__dataclass_fields__.items()}
-        return cls(**parse_assignments(text.split(","), types, what="--config"))
+        fields = (base or cls()).to_dict()
+        fields.update(parse_assignments(text.split(","), types, what="--config"))
+        return cls(**fields)
 
     def describe(self):
         return (f"LO-BCQ Lb={self.block_len} LA={self.array_len} Nc={self.n_codebooks} "
-                f"INT{self.entry_bits} entries, {self.scale_format.upper()} array scales"
+                f"INT{self.entry_bits} entries, {self.scale_format.upper()} array scales ({self.scale_rule})"
                 f"{' + FP32 tensor scale' if self.tensor_scale else ''}: "
                 f"{self.bits_per_scalar:g} bits/scalar")
 
 
 DEFAULT = BCQConfig()
-assert math.isclose(DEFAULT.bits_per_scalar, 4.625)
+
+# Named configurations. Which parts come from the paper (arXiv 2502.05376) and which are derived
+# or this project's choice: docs/arithmetic.md section 1. Each is 4 index bits + selectors + one
+# 8-bit scale per array.
+PRESETS = {
+    # The abstract's W4A4 at "0.5 bits of overhead for scaling factors and codebook selectors":
+    # 3/8 + 8/64 = 0.5 (the default).
+    "w4a4-4.5": DEFAULT,
+    # The other (Lb=8) way to spend the same 0.5 bits: 2/8 + 8/32.
+    "w4a4-4.5-la32": BCQConfig(array_len=32, n_codebooks=4),
+    # The default with INT8 codebook entries (finer codebooks, 8x8 multipliers; same bits/scalar).
+    "w4a4-4.5-int8": BCQConfig(entry_bits=8),
+    # Nc=16 (the project's default before the paper's 4.5 bits were applied): 4/8 + 8/64.
+    "w4a4-4.625": BCQConfig(n_codebooks=16),
+    # Fewer codebooks at the same arrays: 2/8 + 8/64.
+    "w4a4-4.375": BCQConfig(n_codebooks=4),
+}
+assert math.isclose(DEFAULT.bits_per_scalar, 4.5)

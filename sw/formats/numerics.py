@@ -8,7 +8,8 @@ import torch
 from .config import ScaleFormat
 from .errors import BCQError
 
-__all__ = ["MiniFloat", "E2M1", "E4M3_ELEM", "scale_encode_ceil", "scale_decode", "scale_value"]
+__all__ = ["MiniFloat", "E2M1", "E4M3_ELEM", "SCALE_RULES", "scale_code", "scale_code_values",
+           "scale_encode_ceil", "scale_decode", "scale_value"]
 
 
 class MiniFloat:
@@ -47,18 +48,54 @@ def _e4m3_table():
 
 _E4M3_VALUES = _e4m3_table()  # increasing in the code
 
+SCALE_RULES = ("ceil", "nearest")
+
+
+def scale_code_values(fmt: ScaleFormat):
+    """``(first_code, values)``: every code the encoder may choose, in increasing value order;
+    code ``first_code + k`` has the value ``values[k]`` (float64, exact).
+
+    E4M3: codes 0x00..0x7E (0x00 is the scale 0). E8M0: the window ``[127 + exp_min, 127 + exp_max]``.
+    """
+    if fmt.name == "e4m3":
+        return 0, _E4M3_VALUES
+    exps = torch.arange(fmt.exp_min, fmt.exp_max + 1)
+    return 127 + fmt.exp_min, torch.ldexp(torch.ones(len(exps), dtype=torch.float64), exps)
+
+
+def scale_code(need, fmt: ScaleFormat, rule: str):
+    """The 8-bit scale code of a block array, from ``need`` = the scale that maps the array's
+    largest magnitude exactly onto the codebook's largest entry (a float64 tensor, >= 0).
+
+    With ``V`` the code values in increasing order (:func:`scale_code_values`):
+
+    - ``"ceil"``: the smallest code with ``V >= need`` (no scalar of the array leaves the codebook
+      range); saturates at the largest code when ``need`` exceeds every value.
+    - ``"nearest"``: the code of the value nearest to ``need``; a tie (``need`` exactly halfway
+      between two neighbouring values) takes the larger value (round half up); saturates at the
+      largest code. E4M3: ``need`` below half the smallest subnormal (2**-10) gives code 0x00
+      (the scale 0: the array encodes to zero). E8M0 has no zero: the lowest code is the floor.
+
+    Both are a threshold search, so a hardware encoder mirrors them with comparators against a
+    constant table: ``ceil`` = count of values ``< need``; ``nearest`` = count of midpoints
+    ``(V[k] + V[k+1]) / 2 <= need`` (every midpoint is exact in float64).
+    """
+    if rule not in SCALE_RULES:
+        raise BCQError(f"scale rule {rule!r} is not one of {', '.join(SCALE_RULES)}")
+    first, values = scale_code_values(fmt)
+    values = values.to(need.device)
+    need = need.to(torch.float64)
+    if rule == "ceil":
+        k = torch.searchsorted(values, need, side="left")
+    else:
+        k = torch.searchsorted((values[1:] + values[:-1]) / 2, need, side="right")
+    return (torch.clamp(k, max=len(values) - 1) + first).to(torch.uint8)
+
 
 def scale_encode_ceil(s, fmt: ScaleFormat):
     """Smallest code whose value is >= ``s`` (so no scalar of the array clips), saturating at the
-    largest code. ``s`` is a float64 tensor of non-negative scale values."""
-    s = s.to(torch.float64)
-    if fmt.name == "e4m3":
-        return torch.clamp(torch.searchsorted(_E4M3_VALUES.to(s.device), s, side="left"), max=0x7E).to(torch.uint8)
-    m, e = torch.frexp(s)
-    ceil_log2 = torch.where(m == 0.5, e - 1, e)
-    exp = torch.clamp(ceil_log2, fmt.exp_min, fmt.exp_max)
-    exp = torch.where(s > 0, exp, torch.full_like(exp, fmt.exp_min))
-    return (exp + 127).to(torch.uint8)
+    largest code: ``scale_code(s, fmt, "ceil")``."""
+    return scale_code(s, fmt, "ceil")
 
 
 def scale_decode(codes, fmt: ScaleFormat, *, what="scale code", any_code=False):

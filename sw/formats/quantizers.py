@@ -11,6 +11,10 @@ Baselines, as specified:
 - NVFP4: E2M1 elements, one E4M3 scale per 16 (``amax/6``, round to nearest even) on top of an
   FP32 per-tensor scale ``amax_tensor / (6 * 448)``.
 - INT4-g64: signed 4-bit integers in [-8, 7], one FP16 scale ``amax/7`` per 64.
+
+The group size of MXFP4 and INT4 is a parameter, so that every format can be compared at equal
+bits per scalar: :data:`EQUAL_BITS_BASELINES` adds MXFP4 with blocks of 16 and INT4 with groups of
+32 (4.5 bits, as NVFP4 and the default LO-BCQ).
 """
 
 from dataclasses import dataclass
@@ -23,15 +27,15 @@ from .lobcq import check_tensor
 from .lobcq import fake_quant as lobcq_fake_quant
 from .numerics import E2M1, E4M3_ELEM
 
-__all__ = ["FORMATS", "get_format", "sqnr_db"]
+__all__ = ["FORMATS", "BASELINES", "EQUAL_BITS_BASELINES", "get_format", "sqnr_db"]
 
 FORMATS = ("lobcq", "mxfp4", "nvfp4", "int4")
 
 
 def sqnr_db(x, xq):
-    x = x.to(torch.float64)
-    noise = (x - xq.to(torch.float64)).pow(2).sum()
-    signal = x.pow(2).sum()
+    """10 log10(sum x^2 / sum (x - xq)^2) in float64 (inf when xq == x)."""
+    signal = torch.linalg.vector_norm(x, dtype=torch.float64) ** 2
+    noise = torch.linalg.vector_norm(x.to(torch.float64).sub_(xq), dtype=torch.float64) ** 2
     if noise == 0:
         return float("inf")
     return float(10 * torch.log10(signal / noise))
@@ -43,9 +47,14 @@ def _groups(x, group):
 
 @dataclass(frozen=True)
 class MXFP4:
+    """E2M1 elements, an E8M0 scale per ``group`` (OCP MX: 32)."""
+
     name: str = "mxfp4"
     group: int = 32
-    bits_per_scalar: float = 4 + 8 / 32
+
+    @property
+    def bits_per_scalar(self):
+        return 4 + 8 / self.group
 
     def fake_quant(self, x):
         check_tensor(x, self.group)
@@ -59,9 +68,14 @@ class MXFP4:
 
 @dataclass(frozen=True)
 class NVFP4:
+    """E2M1 elements, an E4M3 scale per 16, an FP32 tensor scale."""
+
     name: str = "nvfp4"
     group: int = 16
-    bits_per_scalar: float = 4 + 8 / 16
+
+    @property
+    def bits_per_scalar(self):
+        return 4 + 8 / self.group
 
     def fake_quant(self, x):
         check_tensor(x, self.group)
@@ -75,9 +89,14 @@ class NVFP4:
 
 @dataclass(frozen=True)
 class INT4:
+    """INT4 in [-8, 7], an FP16 scale ``amax/7`` per ``group``."""
+
     name: str = "int4"
     group: int = 64
-    bits_per_scalar: float = 4 + 16 / 64
+
+    @property
+    def bits_per_scalar(self):
+        return 4 + 16 / self.group
 
     def fake_quant(self, x):
         check_tensor(x, self.group)
@@ -106,6 +125,11 @@ class LOBCQ:
 
     def fake_quant(self, x):
         return lobcq_fake_quant(x, self.codebooks)
+
+
+# The baselines as the bench reports them: the standard ones, then variants at 4.5 bits.
+BASELINES = {"nvfp4": NVFP4(), "mxfp4": MXFP4(), "int4-g64": INT4()}
+EQUAL_BITS_BASELINES = {"mxfp4-b16": MXFP4("mxfp4-b16", 16), "int4-g32": INT4("int4-g32", 32)}
 
 
 def get_format(name, codebooks=None):
