@@ -131,10 +131,12 @@ def write(d, out=RESULTS):
         L += ["## Reconfigurable MAC vs plain MACs (Yosys synth_ecp5)", "",
               "One Ax-BxP MAC serves every mode at run time, so its cost is shared; LUT4/MAC above "
               "divides it by each mode's products per cycle.", "",
-              "| flow | unit | LUT4 | FF | MULT18X18D |", "|---|---|---|---|---|"]
+              "Fmax: nextpnr-ecp5 out of context (LFE5U-85F) on the -nodsp netlist, mean over seeds.", "",
+              "| flow | unit | LUT4 | FF | MULT18X18D | Fmax (MHz) |", "|---|---|---|---|---|---|"]
         for flow, units in syn.items():
             for u, c in units.items():
-                L.append(f"| {flow} | {u} | {c['LUT4']} | {c['FF']} | {c['MULT18X18D']} |")
+                f = f"{c['fmax_mhz']:.1f}" if "fmax_mhz" in c else "-"
+                L.append(f"| {flow} | {u} | {c['LUT4']} | {c['FF']} | {c['MULT18X18D']} | {f} |")
         L.append("")
     fpga = d.get("fpga")
     if fpga:
