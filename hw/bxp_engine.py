@@ -66,7 +66,6 @@ class BxPEngine(wiring.Component):
             raise ConfigError("rom", True, "only with an image")
         self.layout, self.max_rows, self.max_cols, self.image, self.rom = layout, max_rows, max_cols, image, bool(rom)
         cfg = layout.config
-        self.mac = BxPMac(cfg, max_len=self.xbuf_depth)    # the row unit (its widths and latency)
         members = {
             "x": In(stream.Signature(bxp_activation_layout(cfg))),
             "mode": In(bxp_beat_layout(cfg)["mode"].shape),
@@ -81,7 +80,7 @@ class BxPEngine(wiring.Component):
 
     @property
     def acc_bits(self):
-        return self.mac.acc_bits
+        return BxPMac.accumulator_bits(self.layout.config, self.xbuf_depth)
 
     def products_per_cycle(self, mode):
         return self.layout.rows * self.layout.lanes(mode)

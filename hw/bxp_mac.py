@@ -48,8 +48,19 @@ def _any(values):
 
 
 class ModeSets:
-    """``ModeSets(m, mode)(S)``: a signal that is 1 when the mode index ``mode`` is in the set S
-    (one shared signal per distinct set). ``registered(S)``: the same, one pipeline stage later."""
+    """``ModeSets(m, mode, reg)(S)``: a signal that is 1 when the mode index ``mode`` is in the
+    set S (one shared signal per distinct set). ``registered(S)``: the same, one pipeline stage
+    later.
+
+    Parameters
+    ----------
+    m : Module
+        Where the decode logic goes.
+    mode : Signal
+        The beat's (stage-1 registered) mode index.
+    reg : callable
+        The pipeline's ``reg(name, shape, value)`` (a stall-aware register).
+    """
 
     def __init__(self, m, mode, reg):
         self.m, self.mode, self.reg, self.comb, self.regs = m, mode, reg, {}, {}
@@ -76,10 +87,37 @@ class ModeSets:
 class OperandDigits:
     """Sign, magnitude and window digits of one N-bit operand (combinational).
 
-    ``neg``: the operand is negative (signed beats only); ``window(u, modes)``: W_u = digit
-    (H - u) of |v| under the beat's mode if it is in ``modes`` (zero where a truncating mode
-    clears it), H = max(lead, c) per mode; ``exponent(u, mode)``: H - u while ``mode`` (a
-    data-dependent, "lead" mode) is the beat's mode, else 0."""
+    ``window(u, modes)``: W_u = digit (H - u) of |v| under the beat's mode if it is in
+    ``modes`` (zero where a truncating mode clears it), H = max(lead, c) per mode;
+    ``exponent(u, mode)``: H - u while ``mode`` (a data-dependent, "lead" mode) is the beat's
+    mode, else 0.
+
+    Parameters
+    ----------
+    m : Module
+        Where the logic goes.
+    cfg : BxPConfig
+        N, k and the modes.
+    bp : ``bxp_plan.BrickPlan``
+        The brick plan (each mode's top-digit rule and truncation).
+    v : Value
+        The N-bit operand field.
+    is_signed : Value
+        The beat's signedness.
+    inset : :class:`ModeSets`
+        Mode-set decoder of the beat's mode.
+    name : str
+        Prefix of the signals' names.
+
+    Members
+    -------
+    neg : Signal
+        The operand is negative (signed beats only).
+    dig : list of Value
+        The K k-bit digits of |v|.
+    above : list of Value
+        ``above[h]``: a digit at or above h is non-zero (``above[K]`` = 0).
+    """
 
     def __init__(self, m, cfg, bp, v, is_signed, inset, name):
         n, k, K = cfg.n_bits, cfg.block_bits, cfg.n_blocks
@@ -317,7 +355,12 @@ class BxPMac(wiring.Component):
 
     @property
     def acc_bits(self):
-        return (self.max_len * self.config.max_lanes * self.config.max_product()).bit_length() + 1
+        return self.accumulator_bits(self.config, self.max_len)
+
+    @staticmethod
+    def accumulator_bits(config, max_len):
+        """Accumulator width of a MAC of ``config`` summing up to ``max_len`` beats: no overflow."""
+        return (max_len * config.max_lanes * config.max_product()).bit_length() + 1
 
     def elaborate(self, platform):
         m = Module()

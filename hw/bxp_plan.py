@@ -28,6 +28,22 @@ __all__ = ["ModePlan", "BrickPlan", "plan"]
 
 @dataclass(frozen=True)
 class ModePlan:
+    """One mode as the brick array computes it.
+
+    Members
+    -------
+    name : str
+        The mode's name.
+    lanes : int
+        Products per cycle.
+    top : tuple
+        ("const", c) or ("lead", c): the rule for the top window digit H.
+    pairs : tuple
+        (u, v) window-digit pairs of one product.
+    mask_d : int
+        Truncation form: keep digits i with no non-zero digit above i + mask_d - 1 (0: none).
+    """
+
     name: str
     lanes: int          # products per cycle
     top: tuple          # ("const", c) or ("lead", c): the rule for H
@@ -37,6 +53,20 @@ class ModePlan:
 
 @dataclass(frozen=True)
 class BrickPlan:
+    """Placement of every block product of every mode on a brick.
+
+    Members
+    -------
+    modes : tuple of :class:`ModePlan`
+        Per configured mode.
+    table : tuple
+        Per mode: per brick, None or (lane, u, v).
+    windows : tuple
+        Per lane: the number of window digits it must offer (max u + 1).
+    cost : int
+        Total distinct sources over bricks (x, w, sign): what :func:`plan` minimizes.
+    """
+
     modes: tuple        # ModePlan per configured mode
     table: tuple        # per mode: per brick, None or (lane, u, v)
     windows: tuple      # per lane: number of window digits it must offer (max u + 1)

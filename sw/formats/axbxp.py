@@ -238,7 +238,12 @@ def matmul(x, w, cfg: BxPConfig = DEFAULT_BXP, mode="exact8", signed=True):
         raise BCQError(f"matmul: n={x.shape[-1]} too long for exact float64 sums")
     px, pw = _signed_parts(x, cfg, mode), _signed_parts(w, cfg, mode)
     if mode.kind == "static":
-        pairs = [(px[i], pw[j]) for i, j in cfg.static_positions(mode)]
+        # Kept pairs grouped by the x digit i: one product of digit i of x with the sum of
+        # the kept w digits j (each at its own weight 2**(k*j)), fewer matrix products.
+        by_i = {}
+        for i, j in cfg.static_positions(mode):
+            by_i[i] = by_i.get(i, 0) + (pw[j][0] << pw[j][1])
+        pairs = [(px[i], (wi, 0)) for i, wi in sorted(by_i.items())]
     else:
         pairs = [(px[0], pw[0])]
     out = torch.zeros(*x.shape[:-1], w.shape[0], dtype=torch.int64)

@@ -45,7 +45,7 @@ from .atomic_dir import DirectoryUpdate
 from .progress import bar
 
 __all__ = ["write_image", "read_image", "image_files", "Image", "LayerImage", "IMAGE_KIND", "IMAGE_VERSION",
-           "FLOAT_DTYPES", "write_int8_image", "read_int8_image", "Int8Image", "Int8Layer"]
+           "FLOAT_DTYPES", "image_format", "write_int8_image", "read_int8_image", "Int8Image", "Int8Layer"]
 
 IMAGE_KIND = "bcq-image"
 IMAGE_VERSION = 1
@@ -580,6 +580,18 @@ def _bxp_layout_from(lay, manifest_path):
     if lay != layout.describe():
         raise FileFormatError(manifest_path, "field layout does not match the word layout this program writes")
     return layout
+
+
+def image_format(path):
+    """``"lobcq"`` or ``"int8"``: the format field of the image in ``path`` (its manifest verified;
+    a :class:`FileFormatError` when there is none)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileFormatError(root, "not a directory" if os.path.lexists(root) else "no such image directory")
+    fmt = _load_manifest(root)[1].get("format", "lobcq")
+    if fmt not in ("lobcq", INT8_FORMAT):
+        raise FileFormatError(root / MANIFEST, f"field format {fmt!r}; allowed: lobcq, int8"[:300])
+    return fmt
 
 
 def read_int8_image(path, expect: BxPLayout | None = None, *, progress=False) -> Int8Image:
