@@ -166,7 +166,7 @@ def write(d, out=RESULTS):
         c = eng["synth"]
         L += [f"## Ax-BxP matrix-vector engine, 4 rows ({c['LUT4']} LUT4, {c['FF']} FF, {c['EBR']} DP16KD, "
               "synth_ecp5 -nodsp up to 16 x 128)", "",
-              f"Verilator, MiniLM `{eng['layer']}` (rows 0-95 x 384), 2 vectors, bit-exact against the golden model in "
+              f"Verilator, MiniLM `{eng['layer']}` (rows 0-47 x 384), 2 vectors, bit-exact against the golden model in "
               "every mode.", "",
               "| mode | products/cycle (peak) | measured | rel. L2 vs FP32 | LUT4 per product |", "|---|---|---|---|---|"]
         for name, v in eng.items():
