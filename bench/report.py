@@ -207,7 +207,24 @@ def write(d, out=RESULTS):
     if gpu:
         L += ["## GPU (CUDA path of the same code)", "", "```", json.dumps(gpu, indent=1), "```", ""]
     if "stress" in d:
-        L += ["## Stress", "", "```", json.dumps(d["stress"], indent=1), "```", ""]
+        L += ["## Stress (compiled harness, `make stress`)", "",
+              "| config | vectors | wall s | vectors/s | sim s wall / CPU | generation s wall / CPU | generation overlap "
+              "| cycles | load average |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in d["stress"].items():
+            if "sim_cpu_s" in r:
+                L.append(f"| {name} | {r['vectors']} | {r['wall_s']:.1f} | {r['vectors_per_s']} | {r['sim_s']:.1f} / "
+                         f"{r['sim_cpu_s']:.1f} | {r['gen_s']:.1f} / {r['gen_cpu_s']:.1f} | {r['generation_overlap']:.2f} "
+                         f"| {r['cycles']} | {r.get('load_average', '')} |")
+        L.append("")
+    if "coverage" in d:
+        L += ["## Coverage (Verilator line + toggle over a harness run, `make coverage`)", "",
+              "| config | module | lines hit / points | line % | toggle % |", "|---|---|---|---|---|"]
+        for name, c in d["coverage"].items():
+            for module, m in c["modules"].items():
+                if m["lines"] or m["toggles"]:
+                    L.append(f"| {name} | {module} | {m['lines_hit']} / {m['lines']} | {100 * m['line_coverage']:.1f} "
+                             f"| {100 * m['toggle_coverage']:.1f} |")
+        L.append("")
     L += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     path = out / "report.md"
     path.write_text("\n".join(L))
@@ -216,7 +233,7 @@ def write(d, out=RESULTS):
 
 def main(argv=None):
     d = json.loads((RESULTS / "bench.json").read_text())
-    for key in ("stress", "gpu"):
+    for key in ("stress", "coverage", "gpu"):
         extra = RESULTS / f"{key}.json"
         if extra.exists():
             d[key] = json.loads(extra.read_text())

@@ -45,6 +45,14 @@ def codebook_lookup(m, name, config: BCQConfig, init, cbw, addr, en):
     return rp.data
 
 
+def _elaborated(component):
+    """What ``elaborate`` kept for the trace taps (signals exist only once a design is elaborated,
+    e.g. by constructing a ``Simulator`` of it)."""
+    if not hasattr(component, "_taps"):
+        raise RuntimeError(f"{type(component).__name__}: trace taps exist once the design is elaborated")
+    return component._taps
+
+
 class CodewordDecode(wiring.Component):
     """Codebook decode: the codewords of each beat's scalar pairs.
 
@@ -93,7 +101,14 @@ class CodewordDecode(wiring.Component):
                 # Codeword register: a block RAM's clock-to-output delay followed by a
                 # multiplier does not fit a 50 MHz ECP5 cycle; this costs one cycle of latency.
                 m.d.comb += out[j].eq(enabled_reg(m, en, f"c{op}{j}", signed(cfg.entry_bits), word))
+        self._taps = {"w_codewords": (tuple(self.w_words[j] for j in range(self.lanes)), self.latency),
+                      "x_codewords": (tuple(self.x_out[j] for j in range(self.lanes)), self.latency)}
         return m
+
+    def stage_taps(self):
+        """Trace taps (docs/arithmetic.md section 6), once elaborated: stage -> (values, enabled
+        edges after the beat was taken)."""
+        return _elaborated(self)
 
 
 class BeatProducts(wiring.Component):
@@ -131,7 +146,12 @@ class BeatProducts(wiring.Component):
         prods = [enabled_reg(m, en, f"prod{j}", signed(ar.product_bits), self.w_words[j] * self.x_words[j])
                  for j in range(self.lanes)]
         m.d.comb += self.beat_sum.eq(enabled_reg(m, en, "sum", self.beat_sum.shape(), tree_sum(prods)))
+        self._taps = {"products": (tuple(prods), 1), "beat_sums": ((self.beat_sum,), self.latency)}
         return m
+
+    def stage_taps(self):
+        """Trace taps, once elaborated: stage -> (values, enabled edges after the words)."""
+        return _elaborated(self)
 
 
 class BlockDatapath(wiring.Component):
@@ -197,4 +217,12 @@ class BlockDatapath(wiring.Component):
             wiring.connect(m, wiring.flipped(self.cbw), dec.cbw)
         if self.external_x:
             m.d.comb += dec.x_words.eq(self.x_words)
+        self._taps = (dec, mul)
         return m
+
+    def stage_taps(self):
+        """Trace taps, once elaborated: stage -> (values, enabled edges after the beat was taken);
+        the products see the codewords ``CodewordDecode.latency`` edges after the beat."""
+        dec, mul = _elaborated(self)
+        return {**dec.stage_taps(), **{name: (values, dec.latency + delay)
+                                       for name, (values, delay) in mul.stage_taps().items()}}

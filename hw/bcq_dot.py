@@ -46,8 +46,9 @@ class BCQDot(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(bcq_beat_layout(geometry)))``
-        Beats in the order of docs/arithmetic.md section 3. ``last`` ends a vector and must
-        fall on the last beat of a block array. Scales are taken from an array's last beat.
+        Beats in the order of docs/arithmetic.md section 3. ``last`` ends a vector, normally on
+        the last beat of a block array (earlier, it ends a short final array: section 5, which
+        also defines every scale code). Scales are taken from an array's last beat.
     o : ``Out(stream.Signature(signed(acc_bits)))``
         One exact accumulator per vector; value ``o.payload * 2**out_exp * ts_w * ts_x``.
         Back-pressure stalls the whole pipeline: no result is lost or duplicated.
@@ -56,6 +57,8 @@ class BCQDot(wiring.Component):
     x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
         The codewords of the beat accepted on the previous clock edge, read from memories
         enabled by ``i.ready`` (so they hold while the unit stalls).
+
+    Trace taps: :meth:`trace_taps` (docs/arithmetic.md section 6, ``bcq trace``).
 
     Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
     Latency: ``latency`` (= 7) cycles from the clock edge that accepts a vector's ``last``
@@ -136,9 +139,11 @@ class BCQDot(wiring.Component):
 
         # Side band (valid, array end, last, scales) delayed to line up with beat_sum.
         side = (self.i.valid, arr_end, p.last, p.w_scale, p.x_scale)
+        side_valid = [self.i.valid]   # side_valid[k]: a beat taken k enabled edges ago
         for k in range(BlockDatapath.latency):
             side = tuple(pipe.reg(f"s{k + 1}_{n}", shape, v) for n, shape, v in
                          zip(("valid", "end", "last", "w_scale", "x_scale"), (1, 1, 1, cfg.scale_bits, cfg.scale_bits), side))
+            side_valid.append(side[0])
         d_valid, d_end, d_last, d_wsc, d_xsc = side
 
         # Stage 5: array sum P_a; decode both scales, multiply mantissas, add exponents.
@@ -166,5 +171,23 @@ class BCQDot(wiring.Component):
         # Stage 7: exponent as a left shift, accumulate over arrays, emit on `last`.
         term = Signal(signed(ar.scaled_bits))
         m.d.comb += term.eq(s5_pm << s5_shift)
-        pipe.accumulate(term, s5_valid, s5_last, ar.acc_bits)
+        acc_next = pipe.accumulate(term, s5_valid, s5_last, ar.acc_bits)
+
+        # Trace taps (trace_taps): only read by a simulator, so they cost no logic.
+        self._taps = (dp, side_valid, en, {
+            "array_sums": ((s4_p,), s4_valid & en), "scale_mants": ((s4_mant,), s4_valid & en),
+            "scale_shifts": ((s4_shift,), s4_valid & en), "scaled_sums": ((term,), s5_valid & en),
+            "accumulator": ((acc_next,), s5_valid & en), "output": ((self.o.payload,), self.o.valid & self.o.ready)})
         return m
+
+    def trace_taps(self):
+        """The trace-taps protocol (docs/arithmetic.md section 6; read by ``bcq trace``), once the
+        design is elaborated: stage name (``bcq.sw.formats.golden.TRACE_STAGES``) -> (values,
+        valid). On every cycle where ``valid`` is high, ``values`` hold the stage's next values
+        in stream order (per beat, per array or per vector), read as integers of their shapes."""
+        if not hasattr(self, "_taps"):
+            raise RuntimeError("BCQDot: trace taps exist once the design is elaborated")
+        dp, side_valid, en, own = self._taps
+        # A datapath value `delay` edges after its beat goes with that beat's delayed valid.
+        taps = {name: (values, side_valid[delay] & en) for name, (values, delay) in dp.stage_taps().items()}
+        return {**taps, **own}

@@ -6,7 +6,8 @@ from amaranth.back import verilog
 __all__ = ["verilog_text"]
 
 
-def verilog_text(elaboratable, name):
-    """Verilog of ``elaboratable`` with top module ``name`` (no source locations, so the text,
-    and the build caches keyed on it, do not change when unrelated Python lines move)."""
-    return verilog.convert(elaboratable, name=name, emit_src=False)
+def verilog_text(elaboratable, name, *, src=False):
+    """Verilog of ``elaboratable`` with top module ``name``; without source locations unless
+    ``src`` (so the text, and the build caches keyed on it, do not change when unrelated Python
+    lines move; coverage reports use them to point at the Python line behind a signal)."""
+    return verilog.convert(elaboratable, name=name, emit_src=src)

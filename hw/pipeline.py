@@ -47,7 +47,8 @@ class Pipeline:
 
     def accumulate(self, term, valid, last, acc_bits, payload=None):
         """Sum ``term`` over the beats of a vector; on ``last`` put the sum on ``o`` (into
-        ``payload``, default ``o.payload``) and restart from zero."""
+        ``payload``, default ``o.payload``) and restart from zero. Returns the running sum
+        including ``term`` (what the accumulator holds after it; for trace taps)."""
         m = self.m
         acc = Signal(signed(acc_bits), name="vec_acc")
         new_acc = Signal(signed(acc_bits), name="vec_acc_next")
@@ -56,3 +57,4 @@ class Pipeline:
             m.d.sync += self.o.valid.eq(valid & last)
             with m.If(valid):
                 m.d.sync += [acc.eq(Mux(last, 0, new_acc)), (self.o.payload if payload is None else payload).eq(new_acc)]
+        return new_acc

