@@ -18,10 +18,11 @@ import traceback
 import torch
 
 from bcq.hw.board import BOARDS
-from bcq.hw.units import UNITS, write_verilog
+from bcq.hw.units import IMAGE_UNITS, UNITS, write_verilog
 from bcq.sim.fpga import build_bitstream, check_timing, format_report
 from bcq.sim.trace import format_trace, trace_unit
-from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.contract.image_layout import BxPLayout, EngineLayout
+from bcq.sw.formats.axbxp import DEFAULT_BXP
 from bcq.sw.formats.calibdata import synthetic_calibration_data
 from bcq.sw.formats.codebooks import CODEBOOK_SOURCES, DEFAULT_SOURCE, default_codebooks, load_codebooks
 from bcq.sw.formats.config import PRESETS, BCQConfig
@@ -29,7 +30,7 @@ from bcq.sw.formats.errors import BCQError, FileFormatError
 from bcq.sw.formats.files import atomic_write, check_regular, check_writable_file
 from bcq.sw.formats.lobcq import calibrate
 from bcq.sw.formats.quantizers import FORMATS, get_format, sqnr_db
-from bcq.sw.host.image import FLOAT_DTYPES, read_image, write_image
+from bcq.sw.host.image import FLOAT_DTYPES, image_format, read_image, read_int8_image, write_image, write_int8_image
 from bcq.sw.host.minilm import minilm_calibration_data
 from bcq.sw.host.models import load_state_dict, select_layers
 
@@ -183,14 +184,19 @@ def cmd_verilog(args):
         raise BCQError(f"unknown unit {args.unit!r}; allowed: {', '.join(UNITS)}")
     if args.layer is not None and args.image is None:
         raise BCQError("--layer names a layer of --image; give --image too")
-    if args.image is not None and args.unit != "gemv":
-        raise BCQError(f"--image applies to --unit gemv only, not {args.unit}")
+    if args.image is not None and args.unit not in IMAGE_UNITS:
+        raise BCQError(f"--image applies to --unit {' or '.join(IMAGE_UNITS)} only, not {args.unit}")
     info = write_verilog(args.unit, args.output, config=_config(args.config, args.preset), options=args.option,
                          image=args.image, layer=args.layer, progress=not args.quiet)
     print(info)
 
 
 def cmd_weights(args):
+    if args.format == "int8":
+        return _weights_int8(args)
+    if args.mode is not None:
+        raise BCQError("--mode applies to --format int8 only (the Ax-BxP engine's MAC mode)")
+    args.blocks_per_cycle = args.blocks_per_cycle or 1
     config = _config(args.config, args.preset)
     cb = _codebooks(args.codebooks, config, args.source, _config_options(args))
     layout = EngineLayout(cb.config, args.lanes, args.blocks_per_cycle)
@@ -207,7 +213,47 @@ def cmd_weights(args):
           f"lanes={layout.lanes}); check it with: bcq image verify {args.output}")
 
 
+def _weights_int8(args):
+    for option, value in (("--config", args.config), ("--preset", args.preset), ("--codebooks", args.codebooks),
+                          ("--source", None if args.source == DEFAULT_SOURCE else args.source),
+                          ("--blocks-per-cycle", args.blocks_per_cycle)):
+        if value is not None:
+            raise BCQError(f"{option} applies to --format lobcq only, not int8")
+    layout = BxPLayout(DEFAULT_BXP, args.lanes)
+    mode = layout.mode(args.mode or "exact8")
+    state = load_state_dict(args.model)
+    selection = select_layers(state, args.layers, 1)
+    for line in selection.describe_skipped(state):
+        print(f"  {line}")
+    manifest = write_int8_image(args.output, selection.layers, layout, mode.name, force=args.force,
+                                progress=not args.quiet, log=_stderr)
+    for entry in manifest["layers"]:
+        print(f"  {entry['name']}: {entry['shape'][0]} x {entry['shape'][1]} -> {entry['weights']['bin']} "
+              f"({entry['weights']['depth']} x {entry['weights']['width']} bits), {entry['scales']['bin']}")
+    print(f"wrote image {args.output}/ ({len(manifest['layers'])} layers, INT{mode.precision} per channel for mode "
+          f"{mode.name}, {layout.lanes(mode)} columns/beat, rows={layout.rows}); check it with: bcq image verify "
+          f"{args.output}")
+
+
+def _image_int8(args):
+    img = read_int8_image(args.dir, progress=not args.quiet)
+    if args.action == "verify":
+        n = sum(len(l.weight_words) + l.shape[0] for l in img.layers.values())
+        print(f"{args.dir}: OK ({len(img.layers)} layers, {n} words, every SHA-256 and shape checked)")
+        return
+    lay = img.manifest["layout"]
+    print(f"image {args.dir} (format version {img.manifest['version']}, format int8)")
+    print(f"  engine: Ax-BxP, N={lay['n_bits']} k={lay['block_bits']}, {lay['rows']} rows; weight word "
+          f"{lay['weight_word']['width']} bits ({lay['weight_word']['address']})")
+    for l in img.layers.values():
+        print(f"  layer {l.name}: {l.shape[0]} x {l.shape[1]}, mode {l.mode.name} (INT{l.mode.precision}, "
+              f"{img.layout.lanes(l.mode)} columns/beat), weights {len(l.weight_words)} words, "
+              f"{l.shape[0]} float32 scales")
+
+
 def cmd_image(args):
+    if image_format(args.dir) == "int8":
+        return _image_int8(args)
     img = read_image(args.dir, progress=not args.quiet)
     if args.action == "verify":
         n = sum(len(l.weight_words) + len(l.scale_words) for l in img.layers.values())
@@ -361,23 +407,28 @@ def build_parser():
     _preset_args(v)
     v.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware parameter, e.g. blocks_per_cycle=2, max_len=8192")
-    v.add_argument("--image", help="gemv: image directory whose layer initializes the memories (it fixes the "
-                   "config, lanes and blocks_per_cycle)")
+    v.add_argument("--image", help="gemv, bxp-engine: image directory whose layer initializes the memories (it "
+                   "fixes the config, lanes and blocks_per_cycle; for bxp-engine an int8 image)")
     v.add_argument("--layer", help="with --image: which layer (default: the first)")
     v.add_argument("-o", "--output", required=True,
                    help="a .v file, or a directory (then <module>.v in it); gemv memories are in the Verilog")
     v.set_defaults(func=cmd_verilog)
 
-    w = sub.add_parser("weights", help="LO-BCQ-encode a model's weights into an engine image", parents=common)
+    w = sub.add_parser("weights", help="encode a model's weights into an engine image (LO-BCQ or INT8)", parents=common)
     w.add_argument("model", help="state_dict (.pt) or .safetensors file")
     w.add_argument("-o", "--output", required=True, help="image directory (replaced atomically if it holds an image)")
     w.add_argument("--layers", nargs="+", help="tensor names (default: every 2-D weight that fits, except "
                    "embedding tables)")
+    w.add_argument("--format", choices=["lobcq", "int8"], default="lobcq",
+                   help="lobcq: LO-BCQ for the BCQ engine (gemv); int8: symmetric per-channel integers for the "
+                   "Ax-BxP engine (bxp-engine)")
+    w.add_argument("--mode", help="int8: the MAC mode the layers run in (sets their precision and columns per "
+                   f"beat; default exact8): {', '.join(m.name for m in DEFAULT_BXP.modes)}")
     w.add_argument("--config", help="BCQ config, e.g. block_len=4,n_codebooks=4")
     _preset_args(w, codebook_source=True)
     w.add_argument("--codebooks", help="codebook JSON (default: the shipped set)")
     w.add_argument("--lanes", type=_int_range(1), default=4, help="engine lanes R (rows in parallel)")
-    w.add_argument("--blocks-per-cycle", type=_int_range(1), default=1)
+    w.add_argument("--blocks-per-cycle", type=_int_range(1), default=None, help="lobcq: blocks per beat (default 1)")
     w.add_argument("--force", action="store_true", help="write into a non-empty directory that holds no image "
                    "(its files are kept)")
     w.set_defaults(func=cmd_weights)

@@ -16,17 +16,19 @@ import torch
 from bcq.cli import main as cli_main
 from bcq.hw.bcq_dot import BCQDot
 from bcq.hw.board import BOARDS
+from bcq.hw.bxp_engine import BxPEngine
 from bcq.hw.bxp_mac import BxPMac
 from bcq.hw.gemv import GEMV
 from bcq.hw.int_mac import IntMac
 from bcq.hw.mx_dot import MXFP4Dot
+from bcq.sim.bxp_engine_run import simulate_bxp_layer
 from bcq.sim.engine_run import simulate_layer
 from bcq.sim.fpga import build_bitstream
 from bcq.sim.runner import build, run_cocotb
 from bcq.sim.stress import CONFIGS as STRESS_CONFIGS
 from bcq.sim.stress import stress_config
 from bcq.sim.synth import synth_ecp5
-from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.contract.image_layout import BxPLayout, EngineLayout
 from bcq.sw.formats.axbxp import DEFAULT_BXP as cfg
 from bcq.sw.formats.axbxp import dot, product
 from bcq.sw.formats.calibdata import synthetic_calibration_data
@@ -37,6 +39,7 @@ from bcq.sw.formats.quantizers import BASELINES, EQUAL_BITS_BASELINES, get_forma
 from bcq.sw.host.models import minilm_layer
 from bench import report
 from bench.minilm import default_formats, evaluate
+from bench.minilm_bxp import evaluate_modes
 
 RESULTS = Path("results")
 DEFAULT_PRESET = next(name for name, c in PRESETS.items() if c == DEFAULT)
@@ -254,18 +257,23 @@ def bench_bxp():
     keys = ("LUT4", "FF", "MULT18X18D", "CCU2")
     synth = {}
     rows = []
+    seeds = (1, 2, 3)    # Fmax: nextpnr-ecp5 out of context on the -nodsp netlist, mean of 3 seeds
     for dsp in (True, False):
         tag = "" if dsp else " (-nodsp)"
-        r = {"bxp_mac": synth_ecp5(BxPMac(cfg), "bxp_mac", dsp=dsp),
-             "int8_mac_x1": synth_ecp5(IntMac(8, 1), "int_mac", dsp=dsp),
+        fs = () if dsp else seeds
+        r = {"bxp_mac": synth_ecp5(BxPMac(cfg), "bxp_mac", dsp=dsp, fmax_seeds=fs),
+             "bxp_mac_tree2": synth_ecp5(BxPMac(cfg, tree_stages=2), "bxp_mac", dsp=dsp, fmax_seeds=fs),
+             "int8_mac_x1": synth_ecp5(IntMac(8, 1), "int_mac", dsp=dsp, fmax_seeds=fs),
              "int8_mac_x16": synth_ecp5(IntMac(8, 16), "int_mac", dsp=dsp)}
         synth["dsp" if dsp else "nodsp"] = r
         for unit, c in r.items():
-            rows.append([unit + tag, *(c[k] for k in keys)])
+            rows.append([unit + tag, *(c[k] for k in keys), f"{c['fmax_mhz']:.1f}" if "fmax_mhz" in c else "-"])
         rows.append([f"ratio bxp / int8 x1{tag}",
-                     *(f"{r['bxp_mac'][k] / r['int8_mac_x1'][k]:.2f}" if r["int8_mac_x1"][k] else "-" for k in keys)])
-    table("Yosys synth_ecp5: reconfigurable MAC (1-16 products/cycle) vs plain 8x8 MACs",
-          ["unit", "LUT4", "FF", "MULT18X18D", "CCU2C"], rows)
+                     *(f"{r['bxp_mac'][k] / r['int8_mac_x1'][k]:.2f}" if r["int8_mac_x1"][k] else "-" for k in keys),
+                     f"{r['bxp_mac']['fmax_mhz'] / r['int8_mac_x1']['fmax_mhz']:.2f}" if not dsp else "-"])
+    table("Yosys synth_ecp5: reconfigurable MAC (1-16 products/cycle) vs plain 8x8 MACs; Fmax: nextpnr-ecp5 "
+          "out of context (LFE5U-85F), -nodsp netlists, mean of 3 seeds",
+          ["unit", "LUT4", "FF", "MULT18X18D", "CCU2C", "Fmax MHz"], rows)
     out["synth"] = synth
     return out
 
@@ -301,6 +309,50 @@ def bench_engine():
           ["layer", "MACs/cycle (measured / peak)", "rel. L2 vs FP32", "cycles per vector", "us per vector",
            "GMAC/s (measured / peak)"], rows)
     return out
+
+
+def bench_bxp_engine():
+    """The Ax-BxP engine (4 rows): synth_ecp5 -nodsp LUT4 per product in each mode, and the
+    shipped MiniLM query projection on Verilator in every mode (bit-exact, error vs FP32)."""
+    layout = BxPLayout(cfg, 4)
+    c = synth_ecp5(BxPEngine(layout, max_rows=16, max_cols=128), "bxp_engine", dsp=False)
+    layer = "encoder.layer.0.attention.self.query.weight"
+    with tempfile.TemporaryDirectory() as tmp:
+        # Its first 48 rows (the build tests/test_bxp_engine_cocotb.py uses): the weight memory is
+        # sized for exact8 (one column a beat in a word of 4 rows x 16 lanes), and the whole
+        # layer's 36864 words take Verilator too long to compile.
+        r = simulate_bxp_layer(tmp, "query", minilm_layer(layer)[:48], [m.name for m in cfg.modes], rows=4,
+                               vectors=2)
+    rows, out = [], {"synth": c, "layer": layer}
+    for m in cfg.modes:
+        v, peak = r[m.name], 4 * cfg.products_per_cycle(m)
+        out[m.name] = {**v, "lut4_per_product": c["LUT4"] / peak}
+        rows.append([m.name, peak, f"{v['products_per_cycle']:.1f}", f"{v['rel_l2']:.4f}", c["LUT4"],
+                     f"{c['LUT4'] / peak:.1f}"])
+    table(f"Ax-BxP engine, 4 rows (synth_ecp5 -nodsp up to 16 x 128: {c['LUT4']} LUT4, {c['FF']} FF, {c['EBR']} "
+          f"DP16KD; Verilator: MiniLM {layer} rows 0-47 x 384, 2 vectors, bit-exact in every mode)",
+          ["mode", "products/cycle (peak)", "measured", "rel. L2 vs FP32", "LUT4", "LUT4 per product"], rows)
+    return out
+
+
+def bench_minilm_bxp():
+    r = evaluate_modes(cfg)
+    base = r["modes"]["exact8"]
+    rows = []
+    for name, v in r["modes"].items():
+        rows.append([name, v["products_per_cycle"], f"{v['cosine_mean']:.4f}", f"{v['cosine_min']:.4f}",
+                     f"{100 * v['nearest_agreement']:.1f}", f"{100 * (base['nearest_agreement'] - v['nearest_agreement']):+.1f}",
+                     f"{v['layer_rel_l2_mean']:.4f}", f"{v['layer_rel_l2_max']:.4f}"])
+    table(f"MiniLM-L6, integer linear layers through the Ax-BxP golden model per mode ({r['sentences']} sentences; "
+          "weights per channel, activations per token, symmetric at the mode's precision)",
+          ["mode", "products/cycle", "cosine mean", "cosine min", "nearest-neighbour agreement %",
+           "loss vs exact8 (points)", "layer rel. L2 mean", "layer rel. L2 max"], rows)
+    approx = {n: v for n, v in r["modes"].items() if v["kind"] != "exact"}
+    within = [n for n, v in approx.items() if base["nearest_agreement"] - v["nearest_agreement"] < 0.01]
+    r["within_1pct_of_exact8"] = within
+    print(f"\napproximate modes within 1 point of exact8's nearest-neighbour agreement: {', '.join(within) or 'none'}"
+          f" (of {', '.join(approx)})")
+    return r
 
 
 def bench_minilm():
@@ -360,7 +412,8 @@ def bench_fpga():
     return out
 
 
-SECTIONS = {"quality": bench_quality, "minilm": bench_minilm, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp, "engine": bench_engine,
+SECTIONS = {"quality": bench_quality, "minilm": bench_minilm, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp,
+            "bxp_engine": bench_bxp_engine, "minilm_bxp": bench_minilm_bxp, "engine": bench_engine,
             "sim": bench_sim,
             "fpga": bench_fpga}
 

@@ -43,6 +43,23 @@ def _plots(d, out):
         fig.savefig(out / "sqnr_vs_bits.png", dpi=110)
         plt.close(fig)
         made.append("sqnr_vs_bits.png")
+    mb = d.get("minilm_bxp", {}).get("modes")
+    if mb:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, v in mb.items():
+            ax.scatter(v["products_per_cycle"], 100 * v["nearest_agreement"], s=40,
+                       marker={"exact": "o", "static": "s", "dynamic": "^"}[v["kind"]])
+            ax.annotate(f"{name} ({v['cosine_mean']:.3f})", (v["products_per_cycle"], 100 * v["nearest_agreement"]),
+                        textcoords="offset points", xytext=(5, 3), fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="products per cycle of one Ax-BxP MAC (log2)",
+               ylabel="nearest-neighbour agreement with FP32 (%)",
+               title="MiniLM-L6 through each Ax-BxP mode (label: cosine to FP32)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "bxp_accuracy_vs_throughput.png", dpi=110)
+        plt.close(fig)
+        made.append("bxp_accuracy_vs_throughput.png")
     units = _lut_per_mac(d)
     if units:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -81,6 +98,12 @@ def _lut_per_mac(d):
     syn = d.get("bxp", {}).get("synth", {}).get("nodsp", {})
     if "int8_mac_x16" in syn:
         rows.append(("int8 MAC x16 (no DSP)", syn["int8_mac_x16"]["LUT4"] / 16))
+    eng = d.get("bxp_engine")
+    if eng:
+        for mode in DEFAULT_BXP.modes:
+            if mode.name in eng:
+                ppc = eng[mode.name]["peak_products_per_cycle"]
+                rows.append((f"Ax-BxP engine R=4 {mode.name} ({ppc}/c, no DSP)", eng[mode.name]["lut4_per_product"]))
     if "bxp_mac" in syn:
         for mode in DEFAULT_BXP.modes:
             ppc = DEFAULT_BXP.products_per_cycle(mode)
@@ -202,10 +225,48 @@ def write(d, out=RESULTS):
         L += ["## Reconfigurable MAC vs plain MACs (Yosys synth_ecp5)", "",
               "One Ax-BxP MAC serves every mode at run time, so its cost is shared; LUT4/MAC above "
               "divides it by each mode's products per cycle.", "",
-              "| flow | unit | LUT4 | FF | MULT18X18D |", "|---|---|---|---|---|"]
+              "Fmax: nextpnr-ecp5 out of context (LFE5U-85F) on the -nodsp netlist, mean over seeds.", "",
+              "| flow | unit | LUT4 | FF | MULT18X18D | Fmax (MHz) |", "|---|---|---|---|---|---|"]
         for flow, units in syn.items():
             for u, c in units.items():
-                L.append(f"| {flow} | {u} | {c['LUT4']} | {c['FF']} | {c['MULT18X18D']} |")
+                f = f"{c['fmax_mhz']:.1f}" if "fmax_mhz" in c else "-"
+                L.append(f"| {flow} | {u} | {c['LUT4']} | {c['FF']} | {c['MULT18X18D']} | {f} |")
+        L.append("")
+    eng = d.get("bxp_engine")
+    if eng:
+        c = eng["synth"]
+        L += [f"## Ax-BxP matrix-vector engine, 4 rows ({c['LUT4']} LUT4, {c['FF']} FF, {c['EBR']} DP16KD, "
+              "synth_ecp5 -nodsp up to 16 x 128)", "",
+              f"Verilator, MiniLM `{eng['layer']}` (rows 0-47 x 384), 2 vectors, bit-exact against the golden model in "
+              "every mode.", "",
+              "| mode | products/cycle (peak) | measured | rel. L2 vs FP32 | LUT4 per product |", "|---|---|---|---|---|"]
+        for name, v in eng.items():
+            if isinstance(v, dict) and "rel_l2" in v:
+                L.append(f"| {name} | {v['peak_products_per_cycle']} | {v['products_per_cycle']:.1f} | "
+                         f"{v['rel_l2']:.4f} | {v['lut4_per_product']:.1f} |")
+        L.append("")
+    mb = d.get("minilm_bxp")
+    if mb:
+        base = mb["modes"]["exact8"]
+        L += [f"## MiniLM-L6 through the Ax-BxP modes ({mb['sentences']} sentences)", "",
+              "Every linear layer computes `(Q(x) @ Q(W).T) * s_x * s_w + b` with the golden model of the mode "
+              "(symmetric quantization at the mode's precision: weights per output channel, activations per "
+              "token); the rest of the model is FP32. Nearest-neighbour agreement: for every sentence, its most "
+              "similar other sentence is the same as with FP32.", "",
+              "| mode | products/cycle | cosine mean | cosine min | NN agreement % | loss vs exact8 (points) | "
+              "layer rel. L2 mean | max |", "|---|---|---|---|---|---|---|---|"]
+        for name, v in mb["modes"].items():
+            L.append(f"| {name} | {v['products_per_cycle']} | {v['cosine_mean']:.4f} | {v['cosine_min']:.4f} | "
+                     f"{100 * v['nearest_agreement']:.1f} | "
+                     f"{100 * (base['nearest_agreement'] - v['nearest_agreement']):+.1f} | "
+                     f"{v['layer_rel_l2_mean']:.4f} | {v['layer_rel_l2_max']:.4f} |")
+        within = mb.get("within_1pct_of_exact8", [])
+        L += ["", f"Approximate modes within 1 point of exact8: {', '.join(within) or 'none'}.", "",
+              "Per layer (relative L2 error of the layer output vs the FP32 layer on the same input):", "",
+              "| layer | " + " | ".join(mb["modes"]) + " |", "|---|" + "---|" * len(mb["modes"])]
+        for layer in base["layer_rel_l2"]:
+            L.append(f"| {layer.removeprefix('0.auto_model.')} | " +
+                     " | ".join(f"{v['layer_rel_l2'][layer]:.3f}" for v in mb["modes"].values()) + " |")
         L.append("")
     fpga = d.get("fpga")
     if fpga:

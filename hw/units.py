@@ -5,7 +5,7 @@ from pathlib import Path
 import re
 from typing import Callable
 
-from bcq.sw.contract.image_layout import EngineLayout
+from bcq.sw.contract.image_layout import BxPLayout, EngineLayout
 from bcq.sw.formats.axbxp import BxPConfig
 from bcq.sw.formats.codebooks import default_codebooks
 from bcq.sw.formats.config import DEFAULT
@@ -13,17 +13,18 @@ from bcq.sw.formats.errors import BCQError, ConfigError
 from bcq.sw.formats.files import atomic_write, check_writable_file
 from bcq.sw.formats.golden import DEFAULT_MAX_LEN
 from bcq.sw.formats.options import parse_assignments
-from bcq.sw.host.image import read_image
+from bcq.sw.host.image import read_image, read_int8_image
 from bcq.sw.host.progress import step
 
 from .bcq_dot import BCQDot
+from .bxp_engine import BxPEngine
 from .bxp_mac import BxPMac
 from .export import verilog_text
 from .gemv import GEMV
 from .int_mac import IntMac
 from .mx_dot import MXFP4Dot
 
-__all__ = ["UNITS", "Unit", "build_unit", "write_verilog"]
+__all__ = ["UNITS", "IMAGE_UNITS", "Unit", "build_unit", "write_verilog"]
 
 
 def _bcq_dot(config=None, codebooks=None, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN, codebook_rom=False):
@@ -51,6 +52,30 @@ def _gemv(config, lanes=None, blocks_per_cycle=None, max_rows=None, max_cols=Non
     li = img.layer(layer)
     return GEMV(img.layout, max_rows=max_rows or li.shape[0], max_cols=max_cols or li.shape[1],
                 codebooks=img.codebooks, image=li, rom=rom)
+
+
+def _bxp_engine(config, rows=None, n_bits=None, block_bits=None, max_rows=None, max_cols=None, rom=False, image=None,
+                layer=None, progress=False):
+    if image is None:
+        layout = BxPLayout(BxPConfig(n_bits=n_bits or 8, block_bits=block_bits or 2), rows or 4)
+        if rom:
+            raise BCQError("--option rom=true needs --image (the memory contents to bake in)")
+        return BxPEngine(layout, max_rows=max_rows or 64, max_cols=max_cols or 1024)
+    img = read_int8_image(image, progress=progress)
+    for key, value, have in (("rows", rows, img.layout.rows), ("n_bits", n_bits, img.layout.config.n_bits),
+                             ("block_bits", block_bits, img.layout.config.block_bits)):
+        if value is not None and value != have:
+            raise BCQError(f"--option {key}={value} does not match the image {image}, written for {key}={have}; "
+                           "leave it out (the image decides)")
+    li = img.layer(layer)
+    return BxPEngine(img.layout, max_rows=max_rows or li.shape[0], max_cols=max_cols or li.shape[1], image=li, rom=rom)
+
+
+def _describe_bxp_engine(dut):
+    modes = ", ".join(f"{m.name}:{dut.products_per_cycle(m)}" for m in dut.layout.config.modes)
+    return (f"N={dut.layout.config.n_bits} k={dut.layout.config.block_bits}; {dut.layout.rows} rows of the Ax-BxP MAC, "
+            f"up to {dut.max_rows} x {dut.max_cols}; products/cycle {modes}"
+            + (f"; memory from the image (layer mode {dut.image.mode.name})" if dut.image is not None else ""))
 
 
 def _describe_bcq_dot(dut):
@@ -99,7 +124,11 @@ UNITS = {
                       "mxfp4_dot", {"lanes": int, "max_len": int}, _describe_mxfp4_dot),
     "gemv": Unit(_gemv, "gemv", {"lanes": int, "blocks_per_cycle": int, "max_rows": int, "max_cols": int, "rom": bool},
                  _describe_gemv, takes_config=True),
+    "bxp-engine": Unit(_bxp_engine, "bxp_engine", {"rows": int, "n_bits": int, "block_bits": int, "max_rows": int,
+                                                    "max_cols": int, "rom": bool}, _describe_bxp_engine),
 }
+
+IMAGE_UNITS = ("gemv", "bxp-engine")    # units whose memories an image (--image) initializes
 
 
 def _unit(name):
@@ -120,10 +149,10 @@ def build_unit(unit, config=None, options=(), codebooks=None, image=None, layer=
             raise ConfigError(f"--option {key}", value, "a positive integer")
     if not spec.takes_config and config is not None:
         raise BCQError(f"--config is the BCQ format; unit {unit} takes --option instead")
-    if unit == "gemv":
+    if unit in IMAGE_UNITS:
         return spec.factory(config, image=image, layer=layer, progress=progress, **kwargs), spec.module
     if image is not None or layer is not None:
-        raise BCQError(f"--image/--layer apply to the gemv unit only, not {unit}")
+        raise BCQError(f"--image/--layer apply to the units {', '.join(IMAGE_UNITS)} only, not {unit}")
     if codebooks is not None:
         kwargs["codebooks"] = codebooks
     return spec.factory(config, **kwargs), spec.module
@@ -156,6 +185,6 @@ def write_verilog(unit, output, *, config=None, options=(), codebooks=None, imag
     atomic_write(target, text.encode(), make_parents=True)
     header = re.search(rf"^module {name}\((.*?)\);", text, re.M | re.S)
     ports = ", ".join(sorted(p.strip() for p in header.group(1).split(","))) if header else "?"
-    source = f", image {image} layer {dut.image.name}" if unit == "gemv" and image is not None else ""
+    source = f", image {image} layer {dut.image.name}" if unit in IMAGE_UNITS and image is not None else ""
     return (f"wrote {target}: module {name} ({UNITS[unit].describe(dut)}; acc {dut.acc_bits} bits{source}); "
             f"ports: {ports}")

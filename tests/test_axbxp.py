@@ -5,7 +5,7 @@ from helpers import exactly
 import pytest
 import torch
 
-from bcq.sw.formats.axbxp import DEFAULT_BXP, BxPConfig, Mode, dot, product
+from bcq.sw.formats.axbxp import DEFAULT_BXP, BxPConfig, Mode, dot, matmul, product, quantize_symmetric
 from bcq.sw.formats.errors import BCQError, ConfigError
 
 ALL8 = torch.arange(-128, 128)
@@ -119,3 +119,52 @@ def test_bad_operands():
         product(torch.tensor([1]), torch.tensor([1]), DEFAULT_BXP, "exact9")
     with pytest.raises(BCQError, match=exactly("x: integer tensor needed, got torch.float32")):
         product(torch.tensor([1.5]), torch.tensor([1]), DEFAULT_BXP)
+
+
+CONFIGS = [DEFAULT_BXP, BxPConfig(n_bits=8, block_bits=4),
+           BxPConfig(n_bits=6, block_bits=2, modes=(Mode("e6", "exact", 6), Mode("s4", "static", 6, 4),
+                                                    Mode("d2", "dynamic", 6, 2)))]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["N8k2", "N8k4", "N6k2"])
+@pytest.mark.parametrize("signed", [True, False])
+def test_matmul_equals_the_scalar_products(cfg, signed, seed):
+    """The vectorized form (float64 matrix products of signed digit terms) is bit-exact with the
+    element-wise golden model in every mode, extremes included."""
+    g = torch.Generator().manual_seed(seed)
+    for mode in cfg.modes:
+        lo, hi = cfg.operand_range(mode, signed)
+        n = int(torch.randint(1, 80, (1,), generator=g))
+        x = torch.randint(lo, hi + 1, (2, 3, n), generator=g)
+        w = torch.randint(lo, hi + 1, (7, n), generator=g)
+        x[0, 0] = lo                      # the extremes: -2^(p-1) (or 0) and 2^(p-1) - 1
+        w[0], w[1] = lo, hi
+        want = torch.stack([torch.stack([product(x[a, b], w[r], cfg, mode, signed).sum() for r in range(7)])
+                            for a in range(2) for b in range(3)]).reshape(2, 3, 7)
+        assert torch.equal(matmul(x, w, cfg, mode, signed), want), (mode.name, seed)
+
+
+def test_matmul_errors():
+    with pytest.raises(BCQError, match=exactly("matmul: x (..., n) and w (m, n) needed, got (2, 3) and (4, 2)")):
+        matmul(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(4, 2, dtype=torch.int64))
+    with pytest.raises(BCQError, match=exactly("w: values span [-9, -9]; mode exact4 (signed 4-bit) allows [-8, 7]")):
+        matmul(torch.zeros(1, 2, dtype=torch.int64), torch.full((1, 2), -9), DEFAULT_BXP, "exact4")
+
+
+def test_quantize_symmetric(seed):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(9, 33, generator=g) * torch.rand(9, 1, generator=g) * 10
+    t[3] = 0
+    for bits in (8, 4, 2):
+        q, s = quantize_symmetric(t, bits)
+        qmax = 2 ** (bits - 1) - 1
+        assert q.dtype == torch.int64 and s.shape == (9, 1)
+        for r in range(9):
+            amax = float(t[r].abs().max())
+            assert float(s[r]) == pytest.approx(amax / qmax if amax else 1.0, rel=1e-6)
+            assert int(q[r].abs().max()) == (qmax if amax else 0)        # the largest lands on qmax
+            assert float((q[r] * s[r] - t[r]).abs().max()) <= float(s[r]) / 2 * (1 + 1e-5)
+    with pytest.raises(ConfigError, match=exactly("invalid config: bits=1; allowed: an integer 2..16")):
+        quantize_symmetric(t, 1)
+    with pytest.raises(BCQError, match=exactly("quantize_symmetric: the tensor holds NaN or infinite values")):
+        quantize_symmetric(torch.tensor([1.0, float("nan")]))

@@ -98,7 +98,7 @@ def test_every_listed_mistake_is_one_named_line(files, capsys, tmp_path):
         (["verilog", "--unit", "gemv", "--layer", "a.weight", "-o", "x.v"],
          "bcq: error: --layer names a layer of --image; give --image too\n"),
         (["verilog", "--unit", "bcq-dot", "--image", "img", "-o", "x.v"],
-         "bcq: error: --image applies to --unit gemv only, not bcq-dot\n"),
+         "bcq: error: --image applies to --unit gemv or bxp-engine only, not bcq-dot\n"),
         (["build", "--board", BOARD, "-o", "b", "--layer", "a.weight"],
          "bcq: error: --layer names a layer of --image; give --image too\n"),
         (["calibrate", "zeros.pt", "-o", "c.json", "--quiet"],

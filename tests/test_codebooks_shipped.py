@@ -1,6 +1,6 @@
-"""The shipped codebook sets: one per preset and calibration source, each rebuilt bit for bit by
-the command line recorded in it (the default preset's two sets are rebuilt here; the others use
-the same code path with another --preset)."""
+"""The shipped codebook sets: one per preset and calibration source, whose codebooks the command
+line recorded in each rebuilds bit for bit (the default preset's two sets are rebuilt here; the
+others use the same code path with another --preset)."""
 
 import json
 import shlex
@@ -36,4 +36,9 @@ def test_recorded_command_rebuilds_the_default_sets_bit_for_bit(source, tmp_path
     cmd = json.loads(path.read_text())["calibration"]["command"]
     out = tmp_path / "rebuilt.json"
     assert main(shlex.split(cmd)[1:] + ["-o", str(out), "--quiet"]) == 0
-    assert out.read_bytes() == path.read_bytes()
+    rebuilt, shipped = json.loads(out.read_text()), json.loads(path.read_text())
+    # The codebooks, config and provenance bit for bit. The recorded MSE is a float sum, whose
+    # last bits depend on how many threads torch splits it over: compared to 1e-12.
+    mse_rebuilt, mse_shipped = rebuilt["calibration"].pop("mse"), shipped["calibration"].pop("mse")
+    assert rebuilt == shipped
+    assert mse_rebuilt == pytest.approx(mse_shipped, rel=1e-12)

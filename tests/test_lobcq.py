@@ -6,8 +6,8 @@ import lobcq_reference as reference
 import pytest
 import torch
 
-from bcq.sw.formats.codebooks import Codebooks
-from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.codebooks import Codebooks, default_codebooks
+from bcq.sw.formats.config import DEFAULT, BCQConfig
 from bcq.sw.formats.errors import BCQError, ShapeError
 from bcq.sw.formats.lobcq import _assign, _normalize, calibrate, decode, encode, fake_quant
 from bcq.sw.formats.numerics import scale_value
@@ -235,3 +235,15 @@ def test_calibration_fits_the_energetic_arrays():
     mixed = calibrate([x], cfg, progress=False).codebooks
     alone = calibrate([big], cfg, progress=False).codebooks
     assert sqnr_db(x, fake_quant(x, mixed)) > sqnr_db(x, fake_quant(x, alone)) - 0.3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_calibration_and_encoding_leave_their_input_alone(dtype):
+    # Calibration once divided a float64 input in place (``.to(float64)`` returns the tensor
+    # itself), so the energy weights were taken from normalized values.
+    x = torch.randn(64, 256, generator=torch.Generator().manual_seed(3)).to(dtype)
+    before = x.clone()
+    calibrate(x, DEFAULT, iters=1, progress=False)
+    encode(x, default_codebooks())
+    fake_quant(x, default_codebooks())
+    assert torch.equal(x, before)

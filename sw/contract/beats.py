@@ -17,7 +17,8 @@ from .geometry import BeatGeometry
 from .packing import pack
 
 __all__ = ["operand_fields", "bcq_beat_layout", "bcq_vector_beats", "activation_layout",
-           "activation_beats", "mx_beat_layout", "mx_vector_beats", "bxp_beat_layout", "mac_beats"]
+           "activation_beats", "mx_beat_layout", "mx_vector_beats", "bxp_beat_layout", "mac_beats",
+           "bxp_activation_layout", "bxp_activation_beats"]
 
 
 # -- LO-BCQ -------------------------------------------------------------------------------------
@@ -132,6 +133,25 @@ def bxp_beat_layout(cfg: BxPConfig):
         "signed": unsigned(1),
         "last": unsigned(1),
     })
+
+
+def bxp_activation_layout(cfg: BxPConfig):
+    """One activation beat of the Ax-BxP engine: the ``x`` lanes of the MAC's beat (P used in a
+    mode of P products per cycle, the rest zero: ``bcq.sw.contract.image_layout.BxPLayout``)
+    and ``last``."""
+    return data.StructLayout({"x": data.ArrayLayout(unsigned(cfg.n_bits), cfg.max_lanes), "last": unsigned(1)})
+
+
+def bxp_activation_beats(cfg: BxPConfig, x, lanes):
+    """Pack one integer activation vector ``x`` (values in the mode's range) into beats of
+    ``lanes`` values each (the last beat zero-padded), N-bit two's complement, ``last`` on the
+    final beat."""
+    layout, mask = bxp_activation_layout(cfg), (1 << cfg.n_bits) - 1
+    vals = [int(v) & mask for v in x]
+    vals += [0] * (-len(vals) % lanes)
+    beats = [vals[i:i + lanes] for i in range(0, len(vals), lanes)]
+    return [pack(layout, {"x": b + [0] * (cfg.max_lanes - lanes), "last": int(i == len(beats) - 1)})
+            for i, b in enumerate(beats)]
 
 
 def mac_beats(cfg: BxPConfig, beats):

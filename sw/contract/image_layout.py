@@ -1,4 +1,7 @@
-"""Word layout of the BCQ matrix-vector engine's memories: defined here once.
+"""Word layouts of the matrix-vector engines' memories: defined here once.
+
+Two engines: the BCQ engine (``EngineLayout``, LO-BCQ weights) and the Ax-BxP engine
+(``BxPLayout``, INT8/INTp per-channel weights; see its docstring).
 
 The image writer and reader (``bcq.sw.host.image``), the engine's memory initialization and write ports
 (``bcq.hw.gemv``) and host drivers all use these layouts and address formulas.
@@ -27,13 +30,15 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 import torch
 
+from bcq.sw.formats.axbxp import BxPConfig
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import BCQError, ConfigError
 from bcq.sw.formats.lobcq import BCQTensor
 
 from .geometry import BeatGeometry
 
-__all__ = ["EngineLayout", "weight_words", "scale_words", "words_to_tensor", "scale_fill"]
+__all__ = ["EngineLayout", "weight_words", "scale_words", "words_to_tensor", "scale_fill",
+           "BxPLayout", "bxp_weight_words", "bxp_words_to_tensor"]
 
 
 @dataclass(frozen=True)
@@ -237,3 +242,108 @@ def words_to_tensor(wwords, swords, shape, codebooks, tensor_scale, layout: Engi
     t = lambda v, *s: torch.tensor(v, dtype=torch.uint8).reshape(*s)[:rows]  # noqa: E731
     return BCQTensor(codebooks, t(idx, groups * R, cols), t(sel, groups * R, cols // layout.config.block_len),
                      t(sc, groups * R, apr), tensor_scale)
+
+
+# -- Ax-BxP engine ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BxPLayout:
+    """Weight-memory word layout of the Ax-BxP matrix-vector engine (``bcq.hw.bxp_engine``).
+
+    R rows are computed in parallel, one Ax-BxP MAC each; a beat carries P = the mode's
+    products per cycle (``BxPConfig.products_per_cycle``) columns. A weight word holds one
+    beat of R rows: lane l of row r is the N-bit two's complement field at bit
+    ``(r * max_lanes + l) * N``; lanes l >= P are zero. Address ``group * beats_per_row + beat``,
+    beat b covering columns b*P .. b*P + P - 1 (zeros past the last column, zero rows past the
+    last row: a zero operand contributes 0 in every mode). The activation stream uses the
+    same lanes (``bcq.sw.contract.beats.bxp_beat_layout``'s ``x``).
+
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.axbxp.BxPConfig`
+        The MAC's N, k and modes.
+    rows : int
+        R, rows computed in parallel (1..64).
+
+    Members
+    -------
+    weight_width : int
+        Bits of a weight word (R * max_lanes * N).
+    """
+
+    config: BxPConfig
+    rows: int = 4
+
+    def __post_init__(self):
+        if not isinstance(self.rows, int) or isinstance(self.rows, bool) or not 1 <= self.rows <= 64:
+            raise ConfigError("rows", self.rows, "1..64")
+
+    def mode(self, name):
+        """The :class:`Mode` called ``name`` (a one-line error lists the allowed names)."""
+        return self.config.modes[self.config.mode_index(name)]
+
+    def lanes(self, mode):
+        """P: columns per beat in ``mode`` (a name or a Mode)."""
+        return self.config.products_per_cycle(self.mode(mode) if isinstance(mode, str) else mode)
+
+    @property
+    def weight_width(self):
+        return self.rows * self.config.max_lanes * self.config.n_bits
+
+    def groups(self, rows):
+        return math.ceil(rows / self.rows)
+
+    def beats_per_row(self, cols, mode):
+        return math.ceil(cols / self.lanes(mode))
+
+    def weight_depth(self, rows, cols, mode):
+        return self.groups(rows) * self.beats_per_row(cols, mode)
+
+    def describe(self):
+        """The layout as JSON-able data (written into the image manifest)."""
+        return {"rows": self.rows, "n_bits": self.config.n_bits, "block_bits": self.config.block_bits,
+                "modes": [{"name": m.name, "kind": m.kind, "precision": m.precision, "keep": m.keep,
+                           "lanes": self.lanes(m)} for m in self.config.modes],
+                "weight_word": {"width": self.weight_width,
+                                "field": "row r, lane l: bits (r * max_lanes + l) * n_bits, n_bits wide",
+                                "max_lanes": self.config.max_lanes,
+                                "address": "group * beats_per_row + beat"}}
+
+
+def _bxp_grid(q, layout: BxPLayout, mode):
+    """(groups, R, beats, P) view of the zero-padded integer matrix."""
+    rows, cols = q.shape
+    R, P = layout.rows, layout.lanes(mode)
+    G, bpr = layout.groups(rows), layout.beats_per_row(cols, mode)
+    padded = torch.zeros(G * R, bpr * P, dtype=torch.int64)
+    padded[:rows, :cols] = q
+    return padded.reshape(G, R, bpr, P)
+
+
+def bxp_weight_words(q, layout: BxPLayout, mode):
+    """Weight-memory words (ints, address order) of an integer matrix ``q`` (rows, cols) whose
+    values lie in ``mode``'s signed range."""
+    n, L = layout.config.n_bits, layout.config.max_lanes
+    grid = (_bxp_grid(q, layout, mode) & ((1 << n) - 1)).tolist()
+    words = []
+    for g in grid:
+        for k in range(len(g[0])):
+            word = 0
+            for r, row in enumerate(g):
+                for lane, v in enumerate(row[k]):
+                    word |= v << ((r * L + lane) * n)
+            words.append(word)
+    return words
+
+
+def bxp_words_to_tensor(words, shape, layout: BxPLayout, mode):
+    """Inverse of :func:`bxp_weight_words`: the signed integer matrix (rows, cols)."""
+    rows, cols = shape
+    n, L, R, P = layout.config.n_bits, layout.config.max_lanes, layout.rows, layout.lanes(mode)
+    G, bpr = layout.groups(rows), layout.beats_per_row(cols, mode)
+    half, mask = 1 << (n - 1), (1 << n) - 1
+    vals = [[[((words[g * bpr + k] >> ((r * L + lane) * n)) & mask) for k in range(bpr) for lane in range(P)]
+             for r in range(R)] for g in range(G)]
+    t = torch.tensor(vals, dtype=torch.int64).reshape(G * R, bpr * P)
+    t = torch.where(t >= half, t - 2 * half, t)
+    return t[:rows, :cols].contiguous()

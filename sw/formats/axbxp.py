@@ -25,7 +25,8 @@ import torch
 
 from .errors import BCQError, ConfigError
 
-__all__ = ["Mode", "BxPConfig", "DEFAULT_BXP", "product", "dot", "beat_sums", "check_operands"]
+__all__ = ["Mode", "BxPConfig", "DEFAULT_BXP", "product", "dot", "beat_sums", "matmul", "check_operands",
+           "quantize_symmetric"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,70 @@ def product(x, w, cfg: BxPConfig = DEFAULT_BXP, mode="exact8", signed=True):
 def dot(x, w, cfg: BxPConfig = DEFAULT_BXP, mode="exact8", signed=True):
     """Sum over the last dimension of ``product`` (what one vector of the MAC accumulates)."""
     return product(x, w, cfg, mode, signed).sum(-1)
+
+
+def _signed_parts(v, cfg, mode):
+    """``v`` as a sum of signed terms ``t * 2**shift`` with ``|t|`` what the mode keeps of it:
+    [(t, shift)] -- one term (the truncated magnitude) for exact and dynamic modes, one term a
+    digit for static modes (keyed by digit index)."""
+    k, kb = cfg.block_bits, mode.blocks(cfg.block_bits)
+    sgn, mag = torch.sign(v), v.abs()
+    if mode.kind == "exact":
+        return [(v, 0)]
+    if mode.kind == "dynamic":
+        return [(sgn * _truncate(mag, k, kb, mode.keep), 0)]
+    mask = (1 << k) - 1
+    return {i: (sgn * ((mag >> (k * i)) & mask), k * i) for i in range(kb)}
+
+
+def matmul(x, w, cfg: BxPConfig = DEFAULT_BXP, mode="exact8", signed=True):
+    """``dot(x[..., None, :], w)`` for ``x`` of shape (..., n) and ``w`` of shape (m, n), i.e.
+    ``x @ w.T`` as the MAC computes it in ``mode``, without the (..., m, n) tensor of products.
+
+    Every mode's product is a sum of products of signed integer terms (sign(x) sign(w) times
+    the kept magnitudes: the whole truncated magnitudes for exact and dynamic modes, digit
+    pairs (i, j) for static ones), so it is computed as float64 matrix products of those
+    terms; each partial sum stays below 2**53 (checked), so the float64 arithmetic is exact."""
+    mode = cfg.modes[cfg.mode_index(mode)] if isinstance(mode, str) else mode
+    x = check_operands(x, cfg, mode, signed, "x")
+    w = check_operands(w, cfg, mode, signed, "w")
+    if w.dim() != 2 or x.dim() < 1 or x.shape[-1] != w.shape[1]:
+        raise BCQError(f"matmul: x (..., n) and w (m, n) needed, got {tuple(x.shape)} and {tuple(w.shape)}")
+    if x.shape[-1] * cfg.max_product() >= 1 << 53:
+        raise BCQError(f"matmul: n={x.shape[-1]} too long for exact float64 sums")
+    px, pw = _signed_parts(x, cfg, mode), _signed_parts(w, cfg, mode)
+    if mode.kind == "static":
+        # Kept pairs grouped by the x digit i: one product of digit i of x with the sum of
+        # the kept w digits j (each at its own weight 2**(k*j)), fewer matrix products.
+        by_i = {}
+        for i, j in cfg.static_positions(mode):
+            by_i[i] = by_i.get(i, 0) + (pw[j][0] << pw[j][1])
+        pairs = [(px[i], (wi, 0)) for i, wi in sorted(by_i.items())]
+    else:
+        pairs = [(px[0], pw[0])]
+    out = torch.zeros(*x.shape[:-1], w.shape[0], dtype=torch.int64)
+    for (a, sa), (b, sb) in pairs:
+        out += torch.round(a.double() @ b.double().T).to(torch.int64) << (sa + sb)
+    return out
+
+
+def quantize_symmetric(t, bits=8, dim=-1):
+    """Symmetric integer quantization with one scale per slice along ``dim`` (per output
+    channel for a weight (out, in) with ``dim=-1``; per token for activations):
+    ``q = round(t / s)`` clamped to [-(2**(bits-1) - 1), 2**(bits-1) - 1], ``s = max|t| / qmax``
+    (an all-zero slice gets s = 1). Returns (q as int64, s as float32 with ``dim`` kept)."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16:
+        raise ConfigError("bits", bits, "an integer 2..16")
+    t = torch.as_tensor(t)
+    if not t.is_floating_point():
+        raise BCQError(f"quantize_symmetric: floating-point tensor needed, got {t.dtype}")
+    if not torch.isfinite(t).all():
+        raise BCQError("quantize_symmetric: the tensor holds NaN or infinite values")
+    qmax = (1 << (bits - 1)) - 1
+    amax = t.float().abs().amax(dim=dim, keepdim=True)
+    s = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    q = torch.round(t.float() / s).clamp(-qmax, qmax).to(torch.int64)
+    return q, s
 
 
 def beat_sums(x, w, modes, signed, cfg: BxPConfig = DEFAULT_BXP):

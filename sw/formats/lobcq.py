@@ -250,6 +250,7 @@ def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None):
     idxs = torch.empty(na, bpa, lb, dtype=torch.uint8, device=dev) if codes_out else None
     vals = torch.empty(na, bpa, lb, dtype=values_dtype, device=dev) if values_dtype is not None else None
     step = _chunk_arrays(cfg, dev)
+    ts_dev = torch.tensor(ts, dtype=torch.float64, device=dev)   # see _div
     for a0 in range(0, na, step):
         a1 = min(na, a0 + step)
         chunk = xa[a0:a1]
@@ -258,7 +259,7 @@ def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None):
         # Scalar-position-major layout [Lb, arrays, blocks]: the table gather reads whole rows
         # (every codebook's value for one t) and the block sums add contiguous slices.
         y = torch.empty(lb, a1 - a0, bpa, dtype=torch.float64, device=dev)
-        y.copy_(chunk.view(-1, bpa, lb).permute(2, 0, 1)).div_(torch.tensor(ts, dtype=y.dtype, device=dev)).div_(div.view(1, -1, 1))
+        y.copy_(chunk.view(-1, bpa, lb).permute(2, 0, 1)).div_(ts_dev).div_(div.view(1, -1, 1))
         y = y.view(-1)
         t = (2 * y).clamp_(tab.t_lo, tab.t_hi).ceil_().sub_(tab.t_lo).to(torch.int64)
         d = tab.value.index_select(0, t)                          # [Lb * nb, Nc]

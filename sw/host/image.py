@@ -1,4 +1,5 @@
-"""Weight images: LO-BCQ-encoded layers as the memory words the matrix-vector engine reads.
+"""Weight images: LO-BCQ-encoded layers as the memory words the matrix-vector engine reads
+(and, ``format`` int8, integer per-channel layers for the Ax-BxP engine: :func:`write_int8_image`).
 
 An image is a directory::
 
@@ -30,7 +31,9 @@ import re
 
 import torch
 
-from bcq.sw.contract.image_layout import EngineLayout, scale_words, weight_words, words_to_tensor
+from bcq.sw.contract.image_layout import (BxPLayout, EngineLayout, bxp_weight_words, bxp_words_to_tensor, scale_words,
+                                         weight_words, words_to_tensor)
+from bcq.sw.formats.axbxp import BxPConfig, Mode, quantize_symmetric
 from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import BCQError, ConfigError, FileFormatError
@@ -42,7 +45,7 @@ from .atomic_dir import DirectoryUpdate
 from .progress import bar
 
 __all__ = ["write_image", "read_image", "image_files", "Image", "LayerImage", "IMAGE_KIND", "IMAGE_VERSION",
-           "FLOAT_DTYPES"]
+           "FLOAT_DTYPES", "image_format", "write_int8_image", "read_int8_image", "Int8Image", "Int8Layer"]
 
 IMAGE_KIND = "bcq-image"
 IMAGE_VERSION = 2  # 2: weight words hold decoded codewords (issue 13), 1: indices
@@ -345,6 +348,9 @@ def read_image(path, expect: EngineLayout | None = None, *, progress=False) -> I
         raise FileFormatError(root, "not a directory" if os.path.lexists(root) else "no such image directory")
     manifest_path = root / MANIFEST
     manifest_text, manifest = _load_manifest(root)
+    if manifest.get("format", "lobcq") != "lobcq":
+        raise FileFormatError(manifest_path, f"field format is {manifest.get('format')!r}: this image is for the "
+                              "Ax-BxP engine (bcq verilog --unit bxp-engine); the BCQ engine reads format lobcq")
     try:
         config = BCQConfig.from_dict(manifest.get("config"), source="config")
         lay = _field(manifest, "layout", dict, "", manifest_path)
@@ -414,3 +420,244 @@ def read_image(path, expect: EngineLayout | None = None, *, progress=False) -> I
     if manifest_text != _manifest_text(manifest):
         raise FileFormatError(manifest_path, "not the text this program writes (edited or damaged)")
     return Image(root, layout, codebooks, layers, manifest)
+
+
+# -- INT8 images for the Ax-BxP engine ------------------------------------------------------------
+
+INT8_FORMAT = "int8"
+SCALE_WIDTH = 32   # per-channel scales: float32 bit patterns
+
+
+@dataclass
+class Int8Layer:
+    """One layer of an int8 image.
+
+    Members
+    -------
+    name : str
+        The tensor's name in the model.
+    shape : tuple
+        (rows, cols).
+    mode : :class:`bcq.sw.formats.axbxp.Mode`
+        The MAC mode the layer runs in; its values are symmetric ``mode.precision``-bit integers.
+    q : torch.Tensor
+        The signed integer weights (int64, rows x cols), decoded back from the memory words.
+    scales : torch.Tensor
+        float32 per-output-channel scales (rows x 1): weight ~= q * scales.
+    weight_words : list of int
+        The engine's weight memory, address order (:class:`BxPLayout`).
+    """
+
+    name: str
+    shape: tuple
+    mode: Mode
+    q: torch.Tensor
+    scales: torch.Tensor
+    weight_words: list
+
+
+@dataclass
+class Int8Image:
+    """A verified int8 image (:func:`read_int8_image`).
+
+    Members
+    -------
+    path : Path
+        Its directory.
+    layout : :class:`BxPLayout`
+        The Ax-BxP engine layout (MAC config, rows R) it was written for.
+    layers : dict
+        Layer name -> :class:`Int8Layer`, in manifest order.
+    manifest : dict
+        The parsed manifest.json.
+    """
+
+    path: Path
+    layout: BxPLayout
+    layers: dict
+    manifest: dict
+
+    def layer(self, name=None):
+        """The layer ``name`` (default: the first), or a :class:`BCQError` listing the layers."""
+        if name is None:
+            return next(iter(self.layers.values()))
+        if name not in self.layers:
+            raise BCQError(f"image {self.path} has no layer {name!r}; layers: {', '.join(self.layers)}")
+        return self.layers[name]
+
+
+def _float_bits(t):
+    return t.float().contiguous().view(torch.int32).to(torch.int64).bitwise_and(0xFFFFFFFF).flatten().tolist()
+
+
+def _bits_float(words):
+    v = torch.tensor([w - (1 << 32) if w >= 1 << 31 else w for w in words], dtype=torch.int64)
+    return v.to(torch.int32).view(torch.float32).reshape(-1, 1)
+
+
+def write_int8_image(out_dir, layers, layout: BxPLayout, mode="exact8", *, force=False, progress=False, log=None):
+    """Quantize each 2-D float weight of ``layers`` to symmetric per-output-channel integers of
+    ``mode``'s precision (``bcq.sw.formats.axbxp.quantize_symmetric``; INT8 for the 8-bit modes)
+    and write the image directory atomically (as :func:`write_image` does).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The image directory (see :func:`write_image`).
+    layers : dict
+        Layer name -> 2-D floating-point tensor.
+    layout : :class:`BxPLayout`
+        The Ax-BxP engine layout to write.
+    mode : str
+        The MAC mode every layer is written for (sets its precision and lanes per beat).
+    force, progress, log
+        As for :func:`write_image`.
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    if not isinstance(layout, BxPLayout):
+        raise BCQError("write_int8_image needs a BxPLayout")
+    md = layout.mode(mode)
+    if not isinstance(layers, dict) or not layers:
+        raise BCQError("no layers to write")
+    for name, w in layers.items():
+        _check_bxp_layer(name, w)
+    files = {}
+    with DirectoryUpdate(out_dir, image_files, anchor=MANIFEST, force=force, what="image", log=log) as out:
+        def emit(stem, words, width):
+            entry = {"depth": len(words), "width": width}
+            for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
+                out.write(f"{stem}.{ext}", payload)
+                files[f"{stem}.{ext}"] = hashlib.sha256(payload).hexdigest()
+                entry[ext] = f"{stem}.{ext}"
+            return entry
+
+        entries = []
+        for name, w in bar(layers.items(), desc="quantize + write", total=len(layers), unit="layer",
+                           enabled=progress):
+            q, s = quantize_symmetric(w, md.precision)
+            entries.append({"name": name, "shape": list(w.shape), "mode": md.name,
+                            "weights": emit(f"{name}.weights", bxp_weight_words(q, layout, md), layout.weight_width),
+                            "scales": emit(f"{name}.scales", _float_bits(s), SCALE_WIDTH)})
+        manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "format": INT8_FORMAT,
+                    "layout": layout.describe(), "layers": entries, "sha256": files}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        out.write(MANIFEST, _manifest_text(manifest).encode())
+        out.commit()
+    return manifest
+
+
+def _check_bxp_layer(name, w):
+    _safe_name(name)
+    if not isinstance(w, torch.Tensor) or w.dim() != 2 or w.dtype not in FLOAT_DTYPES:
+        raise BCQError(f"layer {name}: a 2-D floating-point weight is needed, got "
+                       f"{tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}"
+                       + (f" of {w.dtype}" if isinstance(w, torch.Tensor) else ""))
+    if not (0 < w.shape[0] <= MAX_ROWS and 0 < w.shape[1] <= MAX_COLS):
+        raise BCQError(f"layer {name}: shape {tuple(w.shape)}; rows and columns must be 1..{MAX_ROWS}")
+    if not torch.isfinite(w).all():
+        raise BCQError(f"layer {name} contains NaN or Inf: quantize finite values only")
+
+
+def _bxp_layout_from(lay, manifest_path):
+    """The :class:`BxPLayout` a manifest's ``layout`` field describes (its modes included)."""
+    try:
+        modes = _field(lay, "modes", list, "layout.", manifest_path)
+        if not all(isinstance(m, dict) for m in modes):
+            raise FileFormatError(manifest_path, "field layout.modes must be a list of objects")
+        cfg = BxPConfig(_field(lay, "n_bits", int, "layout.", manifest_path),
+                        _field(lay, "block_bits", int, "layout.", manifest_path),
+                        tuple(Mode(_field(m, "name", str, "layout.modes.", manifest_path),
+                                   _field(m, "kind", str, "layout.modes.", manifest_path),
+                                   _field(m, "precision", int, "layout.modes.", manifest_path),
+                                   _field(m, "keep", int, "layout.modes.", manifest_path)) for m in modes))
+        layout = BxPLayout(cfg, _field(lay, "rows", int, "layout.", manifest_path))
+    except ConfigError as e:
+        raise FileFormatError(manifest_path, str(e)[:300]) from None
+    if lay != layout.describe():
+        raise FileFormatError(manifest_path, "field layout does not match the word layout this program writes")
+    return layout
+
+
+def image_format(path):
+    """``"lobcq"`` or ``"int8"``: the format field of the image in ``path`` (its manifest verified;
+    a :class:`FileFormatError` when there is none)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileFormatError(root, "not a directory" if os.path.lexists(root) else "no such image directory")
+    fmt = _load_manifest(root)[1].get("format", "lobcq")
+    if fmt not in ("lobcq", INT8_FORMAT):
+        raise FileFormatError(root / MANIFEST, f"field format {fmt!r}; allowed: lobcq, int8"[:300])
+    return fmt
+
+
+def read_int8_image(path, expect: BxPLayout | None = None, *, progress=False) -> Int8Image:
+    """Load and verify an int8 image directory (every check of :func:`read_image`: file kinds,
+    sizes known before reading, SHA-256, .hex == .bin, the manifest's own digest and text).
+
+    Parameters
+    ----------
+    path : path-like
+        The image directory.
+    expect : :class:`BxPLayout`, optional
+        Refuse an image written for another MAC config or row count.
+    progress : bool
+        Show a bar per layer on stderr (when it is a terminal).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileFormatError(root, "not a directory" if os.path.lexists(root) else "no such image directory")
+    manifest_path = root / MANIFEST
+    manifest_text, manifest = _load_manifest(root)
+    if manifest.get("format", "lobcq") != INT8_FORMAT:
+        raise FileFormatError(manifest_path, f"field format is {manifest.get('format', 'lobcq')!r}: the Ax-BxP "
+                              "engine reads format int8 (bcq weights --format int8)")
+    layout = _bxp_layout_from(_field(manifest, "layout", dict, "", manifest_path), manifest_path)
+    if expect is not None and expect != layout:
+        raise FileFormatError(manifest_path, f"image is for rows={layout.rows} and its own MAC config; the "
+                              f"hardware was built for rows={expect.rows}, N={expect.config.n_bits}, "
+                              f"k={expect.config.block_bits}, modes {', '.join(m.name for m in expect.config.modes)}")
+    checksums = _field(manifest, "sha256", dict, "", manifest_path)
+    entries = _field(manifest, "layers", list, "", manifest_path)
+    if not entries:
+        raise FileFormatError(manifest_path, "field layers is empty: an image holds at least one layer")
+    layers, listed = {}, set()
+    for i, entry in enumerate(bar(entries, desc="verify", unit="layer", enabled=progress)):
+        where = f"layers[{i}]."
+        name = _field(entry, "name", str, where, manifest_path)
+        try:
+            _safe_name(name)
+            md = layout.mode(_field(entry, "mode", str, where, manifest_path))
+        except BCQError as e:
+            raise FileFormatError(manifest_path, f"field {where}: {e}"[:300]) from None
+        if name in layers:
+            raise FileFormatError(manifest_path, f"field {where}name: layer {name!r} appears twice")
+        shape = _field(entry, "shape", list, where, manifest_path)
+        if len(shape) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape) \
+                or not (0 < shape[0] <= MAX_ROWS and 0 < shape[1] <= MAX_COLS):
+            raise FileFormatError(manifest_path, f"field {where}shape must be [rows, cols], each 1..{MAX_ROWS}")
+        rows, cols = shape
+        ww = _read_words(root, _field(entry, "weights", dict, where, manifest_path), f"{name}.weights",
+                         layout.weight_depth(rows, cols, md), layout.weight_width, f"{where}weights.",
+                         manifest_path, checksums, f"shape {shape}, mode {md.name}")
+        sw = _read_words(root, _field(entry, "scales", dict, where, manifest_path), f"{name}.scales", rows,
+                         SCALE_WIDTH, f"{where}scales.", manifest_path, checksums, f"shape {shape}")
+        q = bxp_words_to_tensor(ww, (rows, cols), layout, md)
+        qmax = (1 << (md.precision - 1)) - 1
+        if bxp_weight_words(q, layout, md) != ww or q.numel() and int(q.abs().max()) > qmax:
+            raise FileFormatError(root / entry["weights"]["bin"], f"holds values outside the symmetric "
+                                  f"{md.precision}-bit range of mode {md.name} or set padding bits")
+        scales = _bits_float(sw)
+        if not (torch.isfinite(scales).all() and (scales > 0).all()):
+            raise FileFormatError(root / entry["scales"]["bin"], "a scale is not a positive finite float32")
+        layers[name] = Int8Layer(name, (rows, cols), md, q, scales, ww)
+        listed |= {f"{name}.{part}.{ext}" for part in ("weights", "scales") for ext in ("hex", "bin")}
+    extra = sorted(set(checksums) - listed)
+    if extra:
+        raise FileFormatError(manifest_path, f"field sha256 lists {extra[0]!r}, which no layer uses"[:300])
+    if manifest_text != _manifest_text(manifest):
+        raise FileFormatError(manifest_path, "not the text this program writes (edited or damaged)")
+    return Int8Image(root, layout, layers, manifest)
