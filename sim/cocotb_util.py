@@ -4,11 +4,15 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 
-async def reset(dut):
+async def reset(dut, *, sinks=("i",), sources=("o",)):
+    """Start the clock and hold reset for two cycles with every input stream idle (``sinks``:
+    the design's input streams, valid low) and no output taken (``sources``: ready low)."""
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
+    for name in sinks:
+        getattr(dut, f"{name}__valid").value = 0
+    for name in sources:
+        getattr(dut, f"{name}__ready").value = 0
     if hasattr(dut, "cbw__en"):
         dut.cbw__en.value = 0
     for _ in range(2):

@@ -67,7 +67,7 @@ async def engine_modes(dut):
     p = json.loads(os.environ["BXP_ENGINE_TB"])
     rng = random.Random(p["seed"])
     acc_bits = int(p["acc_bits"])
-    await reset(dut)
+    await reset(dut, sinks=("x",))
     out = []
     for run in p["runs"]:
         img = read_int8_image(run["image"])

@@ -40,7 +40,7 @@ async def engine_vectors(dut):
     encoded = [encode(x, img.codebooks) for x in xs]
     expected = [dot_fixed(layer.weights, x).tolist() for x in encoded]
     rng = random.Random(p["seed"])
-    await reset(dut)
+    await reset(dut, sinks=("x",))
     dut.rows.value = rows
     if p["load"] == "ports":
         mask = (1 << img.config.entry_bits) - 1

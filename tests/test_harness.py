@@ -104,9 +104,14 @@ def test_spec_is_read_from_the_signature():
     # Default config (Nc = 8): an 87-bit beat (docs/arithmetic.md's table), 8 x 16 codebook words.
     assert bcq.to_json() == {"top": "bcq_dot", "inp": ("i", 87), "out": ("o", dut.acc_bits),
                              "writes": (("cbw", 7, 6),), "sets": ()}
-    gemv = HarnessSpec.from_component(CONFIGS["gemv"].make(), "gemv")
+    gemv_dut = CONFIGS["gemv"].make()
+    gemv = HarnessSpec.from_component(gemv_dut, "gemv")
     assert (gemv.inp, gemv.out[0], gemv.writes[2], gemv.sets) == (("x", 44), "o", ("cbw", 7, 6), (("rows", 4),))
-    assert [w[0] for w in gemv.writes] == ["wmem", "smem", "cbw"] and gemv.setup_words == 5
+    # Setup records carry the widest write (the weight word: decoded codewords, image v2) in 32-bit words.
+    layout = gemv_dut.layout
+    assert [w[0] for w in gemv.writes] == ["wmem", "smem", "cbw"]
+    assert (gemv.writes[0][2], gemv.writes[1][2]) == (layout.weight_width, layout.scale_width)
+    assert gemv.setup_words == -(-max(layout.weight_width, layout.scale_width, 6, 4) // 32)
     bxp = HarnessSpec.from_component(BxPMac(), "bxp_mac")
     assert (bxp.inp, bxp.writes, bxp.in_words) == (("i", 262), (), 9)
     assert HarnessSpec.from_json(json.loads(json.dumps(gemv.to_json()))) == gemv
@@ -123,13 +128,13 @@ def test_chunk_file_round_trip(tmp_path):
                   rng.integers(0, 1 << 32, (6, 2), dtype=np.uint32), 6, 100, 0.25, 0.5, 77)
     write_chunk(tmp_path / "c.bin", spec, chunk)
     back = read_chunk(tmp_path / "c.bin", spec)
-    assert back.setup == [("wmem", 3, (1 << 140) + 5), ("cbw", 7, (1 << 160) - 3), ("rows", 0, 11)]
+    assert back.setup == [("wmem", 3, (1 << 140) + 5), ("cbw", 7, (1 << (32 * spec.setup_words)) - 3), ("rows", 0, 11)]
     assert np.array_equal(back.beats, chunk.beats) and np.array_equal(back.expected, chunk.expected)
     assert (back.n_vectors, back.first_vector, back.stall_in, back.stall_out, back.seed) == (6, 100, 0.25, 0.5, 77)
     assert not list(tmp_path.glob("*.tmp"))
     bcq = HarnessSpec.from_component(BCQDot(BCQConfig(), max_len=1024), "bcq_dot")
     with pytest.raises(ValueError, match=exactly(
-            f"{tmp_path / 'c.bin'}: word counts 2/2/5 do not fit the design's 3/2/1")):
+            f"{tmp_path / 'c.bin'}: word counts 2/2/{spec.setup_words} do not fit the design's 3/2/1")):
         read_chunk(tmp_path / "c.bin", bcq)
 
 
