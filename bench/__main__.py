@@ -287,7 +287,8 @@ def bench_engine():
     lanes, bpc, clock = board["lanes"], board["blocks_per_cycle"], board["clock"]
     layers = {"nn.Linear 256x256": torch.nn.Linear(256, 256, bias=False).weight.detach(),
               "MiniLM L0 query 384x384": minilm_layer("encoder.layer.0.attention.self.query.weight")}
-    eng = GEMV(EngineLayout(DEFAULT, lanes, bpc), max_rows=board["max_rows"], max_cols=board["max_cols"])
+    eng = GEMV(EngineLayout(DEFAULT, lanes, bpc), max_rows=board["max_rows"], max_cols=board["max_cols"],
+               multiplier_rows=board.get("multiplier_rows"))
     c = _unit_cost(synth_ecp5(eng, "gemv"), eng.macs_per_cycle)
     out = {"synth": c, "lanes": lanes, "blocks_per_cycle": bpc, "clock_hz": clock}
     table(f"Board engine ({lanes} rows x {bpc} blocks, up to {board['max_rows']} x {board['max_cols']}), "

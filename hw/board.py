@@ -17,11 +17,14 @@ from .uart import UARTRx, UARTTx
 __all__ = ["UARTAccelerator", "BoardTop", "BOARDS", "ecp5_pll_params"]
 
 # board -> (platform factory, engine parameters, system clock in Hz). The ULX3S engine is
-# 16 rows x 2 blocks (256 MAC/cycle): 128 of the 85F's 156 MULT18X18D (two rows per multiplier)
-# and a 512-deep weight memory (256 x 512 matrices) that fits one DP16KD depth.
+# 16 rows x 2 blocks (256 MAC/cycle) and a 512-deep weight memory (256 x 512 matrices) that fits
+# one DP16KD depth. Rows 0-7 multiply on 64 of the 85F's 156 MULT18X18D (two rows per
+# multiplier), rows 8-15 add bit planes in the fabric: with all 16 rows on 145 multipliers (93%)
+# the placer had to stretch block RAM -> multiplier routes across the die (45.7 MHz estimated
+# after placement, router2 not converging in 30 minutes).
 BOARDS = {
     "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", lanes=16, blocks_per_cycle=2,
-                      max_rows=256, max_cols=512, clock=100e6),
+                      max_rows=256, max_cols=512, clock=100e6, multiplier_rows=8),
     "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform", lanes=1, blocks_per_cycle=1,
                        max_rows=32, max_cols=128, clock=12e6),
 }
@@ -47,7 +50,7 @@ class UARTAccelerator(wiring.Component):
 
     Parameters
     ----------
-    layout, max_rows, max_cols, codebooks, image, build_id
+    layout, max_rows, max_cols, codebooks, image, build_id, multiplier_rows
         Those of :class:`bcq.hw.host_link.Accelerator`.
     divisor : int
         Clock cycles per UART bit (clock / baud rate).
@@ -65,9 +68,10 @@ class UARTAccelerator(wiring.Component):
     """
 
     def __init__(self, layout: EngineLayout, *, divisor, max_rows, max_cols, build_id=0, timeout_cycles=None,
-                 codebooks=None, image=None):
+                 codebooks=None, image=None, multiplier_rows=None):
         self.core = Accelerator(layout, max_rows=max_rows, max_cols=max_cols, build_id=build_id,
-                                timeout_cycles=timeout_cycles or 64 * 10 * divisor, codebooks=codebooks, image=image)
+                                timeout_cycles=timeout_cycles or 64 * 10 * divisor, codebooks=codebooks, image=image,
+                                multiplier_rows=multiplier_rows)
         self.rx_unit, self.tx_unit = UARTRx(divisor), UARTTx(divisor)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
 
@@ -142,7 +146,8 @@ class BoardTop(Elaboratable):
             m.d.comb += ClockSignal("sync").eq(clk_buf.i)
         m.submodules.acc = acc = UARTAccelerator(self.layout, divisor=round(clk_hz / self.baudrate),
                                                  max_rows=p["max_rows"], max_cols=p["max_cols"], build_id=self.build_id,
-                                                 codebooks=self.codebooks, image=self.layer)
+                                                 codebooks=self.codebooks, image=self.layer,
+                                                 multiplier_rows=p.get("multiplier_rows"))
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)

@@ -9,12 +9,12 @@ MAC mode chosen at run time per layer (``mode``): every row's accumulator is exa
 from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from bcq.sw.contract.beats import bxp_activation_layout, bxp_beat_layout
 from bcq.sw.contract.image_layout import BxPLayout
 from bcq.sw.formats.errors import ConfigError
 
 from .bxp_mac import BxPMac
+from .drain import ResultDrain
 from .pipeline import write_port_signature
 
 __all__ = ["BxPEngine"]
@@ -116,7 +116,12 @@ class BxPEngine(wiring.Component):
             p = u.i.payload
             m.d.comb += [u.i.valid.eq(present), p.x.eq(xr.data.x), p.w.eq(wv[r]), p.mode.eq(self.mode),
                          p.signed.eq(1), p.last.eq(present_last)]
-        self._drain(m, macs, done)
+        # Each group's R results go to the shared drain (one row per cycle); the MACs wait on its ready.
+        m.submodules.drain = drain = ResultDrain(R, self.acc_bits, self.max_rows)
+        wiring.connect(m, drain.o, wiring.flipped(self.o))
+        m.d.comb += [drain.valid.eq(macs[0].o.valid), drain.rows.eq(self.rows), done.eq(drain.done)]
+        m.d.comb += [drain.values[r].eq(u.o.payload) for r, u in enumerate(macs)]
+        m.d.comb += [u.o.ready.eq(drain.ready) for u in macs]
         return m
 
     def _issue(self, m, xw, xr, wr, ready, done):
@@ -154,31 +159,3 @@ class BxPEngine(wiring.Component):
         with m.If(self.x.valid & self.x.ready):
             m.d.comb += self.busy.eq(1)
         return present, present_last
-
-    def _drain(self, m, macs, done):
-        """Serialize each group's R results into rows (padding rows are dropped); the MACs wait
-        while a group drains."""
-        R = self.layout.rows
-        vals = [Signal(signed(self.acc_bits), name=f"result{r}") for r in range(R)]
-        draining, out_lane = Signal(), Signal(range(R))
-        out_base = Signal(range(self.max_rows + R + 1))
-        m.d.comb += [u.o.ready.eq(~draining) for u in macs]
-        with m.If(macs[0].o.valid & ~draining):
-            m.d.sync += [v.eq(u.o.payload) for v, u in zip(vals, macs)]
-            m.d.sync += [draining.eq(1), out_lane.eq(0)]
-        row = Signal(range(self.max_rows + R + 1))
-        m.d.comb += [row.eq(out_base + out_lane), self.o.valid.eq(draining & (row < self.rows)),
-                     self.o.payload.row.eq(row)]
-        with m.Switch(out_lane):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += self.o.payload.value.eq(vals[r])
-        step = Signal()
-        m.d.comb += step.eq(draining & (self.o.ready | (row >= self.rows)))
-        with m.If(step):
-            m.d.sync += out_lane.eq(out_lane + 1)
-            with m.If(out_lane == R - 1):
-                m.d.sync += [draining.eq(0), out_base.eq(out_base + R)]
-                with m.If(out_base + R >= self.rows):
-                    m.d.comb += done.eq(1)
-                    m.d.sync += out_base.eq(0)

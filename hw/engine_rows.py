@@ -16,7 +16,8 @@ from bcq.sw.formats.golden import Arithmetic
 
 from .scale import decode_scale
 
-__all__ = ["RowPair", "ScaleAccumulate", "delay", "tree_levels", "pipelined_tree", "pack_pair", "can_pack"]
+__all__ = ["RowPair", "ScaleAccumulate", "delay", "tree_levels", "pipelined_tree", "plane_products", "pack_pair",
+           "can_pack"]
 
 
 def delay(m, value, n, name):
@@ -87,6 +88,30 @@ def _mult(m, name, a, b, a_bits, b_bits, platform):
     return p
 
 
+def plane_products(m, name, w, x, e, width):
+    """``sum_j w[j] * x[j]`` (signed e-bit codewords) without multipliers, as a few partial sums
+    (their sum is the beat sum) ``2 + tree_levels(S)`` edges later, when the multiplier form's
+    tree gives its sum: a register of the masked activations ``w[j] bit i ? x[j] : 0`` per bit
+    plane i, a registered adder tree per plane, then the planes weighted by ``2**i`` (the sign
+    plane by ``-2**(e-1)``) and added in pairs into registers."""
+    S = len(x)
+    planes = []
+    for i in range(e):
+        masked = []
+        for j in range(S):
+            t = Signal(signed(e), name=f"{name}_m{i}_{j}")
+            m.d.sync += t.eq(Mux(w[j][i], x[j], 0))
+            masked.append(t)
+        p = pipelined_tree(m, f"{name}_p{i}", masked, e + tree_levels(S))
+        planes.append(-(p << i) if i == e - 1 else p << i)
+    pairs = []
+    for k in range(0, e, 2):
+        r = Signal(signed(width), name=f"{name}_c{k // 2}")
+        m.d.sync += r.eq(planes[k] + planes[k + 1] if k + 1 < e else planes[k])
+        pairs.append(r)
+    return pairs
+
+
 class RowPair(wiring.Component):
     """Array sums of one or two engine rows over a stream of beats.
 
@@ -96,6 +121,12 @@ class RowPair(wiring.Component):
     shared ``x_sum``; row 1's borrows are counted by a tree of their own. Both are added in the
     stage after the trees, so they cost one adder per row, not per lane.
 
+    With ``fabric``, no multiplier at all: each row's beat sum is taken bit plane by bit plane of
+    its weight codewords, ``sum_i c_i * sum_j (w[j] bit i ? x[j] : 0)`` with ``c_i = 2**i`` and
+    ``-2**(e-1)`` for the sign bit (:func:`plane_products`): AND gates and registered adder
+    trees, placed anywhere in the fabric (the 85F has few multipliers and many LUTs); same
+    latency as the multiplier form.
+
     Parameters
     ----------
     config : :class:`bcq.sw.formats.config.BCQConfig`
@@ -103,6 +134,8 @@ class RowPair(wiring.Component):
         S, codeword pairs per beat (``B * block_len``).
     rows : int
         1 or 2.
+    fabric : bool
+        Bit-plane adder trees instead of multipliers.
 
     Members
     -------
@@ -122,12 +155,12 @@ class RowPair(wiring.Component):
         presented it is that array's sum ``P_a`` (docs/arithmetic.md).
     """
 
-    def __init__(self, config: BCQConfig, lanes, rows=2):
+    def __init__(self, config: BCQConfig, lanes, rows=2, *, fabric=False):
         if rows not in (1, 2):
             raise ValueError(f"RowPair rows must be 1 or 2, not {rows!r}")
-        self.config, self.lanes, self.rows = config, lanes, rows
+        self.config, self.lanes, self.rows, self.fabric = config, lanes, rows, bool(fabric)
         self.arith = Arithmetic(config)
-        self.packed = rows == 2 and can_pack(config)
+        self.packed = rows == 2 and can_pack(config) and not self.fabric
         e = config.entry_bits
         words = data.ArrayLayout(signed(e), lanes)
         super().__init__({
@@ -164,7 +197,10 @@ class RowPair(wiring.Component):
         beat_bits = self.arith.block_sum_bits(S)
         leaves = [[] for _ in range(self.rows)]
         borrows = []
-        for j in range(S):
+        if self.fabric:
+            # The beat register below adds the few partial sums.
+            sums = [sum(plane_products(m, f"row{r}", self.w[r], self.x, e, beat_bits)) for r in range(self.rows)]
+        for j in range(S if not self.fabric else 0):
             if self.packed:
                 p = _mult(m, f"prod{j}", pack_pair(self.w[0][j], self.w[1][j], e), self.x[j], 3 * e, e, platform)
                 leaves[0].append(p[:2 * e].as_signed())
@@ -173,7 +209,8 @@ class RowPair(wiring.Component):
             else:
                 for r in range(self.rows):
                     leaves[r].append(_mult(m, f"prod{r}_{j}", self.w[r][j], self.x[j], e, e, platform))
-        sums = [pipelined_tree(m, f"row{r}", leaves[r], beat_bits) for r in range(self.rows)]
+        if not self.fabric:
+            sums = [pipelined_tree(m, f"row{r}", leaves[r], beat_bits) for r in range(self.rows)]
         fixes = [Const(0, 1)] * self.rows
         if self.packed:
             fixes[0] = -(self.x_sum << (e - 1))

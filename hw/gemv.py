@@ -10,10 +10,9 @@ ports (``bcq.hw.gemv_parts``, ``bcq.hw.engine_rows``)::
       -> ScaleAccumulate x R -> ResultDrain (two banks) -> o
 """
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from bcq.sw.contract.beats import activation_layout
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import Codebooks
@@ -22,8 +21,9 @@ from bcq.sw.formats.golden import Arithmetic
 from bcq.sw.host.image import LayerImage
 
 from .bcq_block import codebook_write_signature
+from .drain import ResultDrain
 from .engine_rows import RowPair, ScaleAccumulate, delay
-from .gemv_parts import ActivationDecode, ActivationLoader, Issuer, ResultDrain
+from .gemv_parts import ActivationDecode, ActivationLoader, Issuer
 from .pipeline import write_port_signature
 
 __all__ = ["GEMV"]
@@ -46,6 +46,10 @@ class GEMV(wiring.Component):
         Bake codebooks and image in (no write ports).
     group_rows : int
         Rows that share one register copy of the activation codewords (bounds their fan-out).
+    multiplier_rows : int or None
+        Rows (from row 0, in pairs) whose products use multipliers (two rows per multiplier:
+        :class:`bcq.hw.engine_rows.RowPair`); the others add bit planes in the fabric
+        (``fabric``). None: every row. A board with few multipliers spreads its rows over both.
 
     Members
     -------
@@ -70,8 +74,11 @@ class GEMV(wiring.Component):
     """
 
     def __init__(self, layout: EngineLayout, *, max_rows=64, max_cols=1024, codebooks: Codebooks | None = None,
-                 image: LayerImage | None = None, rom=False, group_rows=8):
+                 image: LayerImage | None = None, rom=False, group_rows=8, multiplier_rows=None):
         cfg = layout.config
+        if multiplier_rows is not None and (not isinstance(multiplier_rows, int) or isinstance(multiplier_rows, bool)
+                                            or not 0 <= multiplier_rows <= layout.lanes or multiplier_rows % 2):
+            raise ConfigError("multiplier_rows", multiplier_rows, f"None or an even number of rows 0..{layout.lanes}")
         if not isinstance(max_rows, int) or max_rows < 1:
             raise ConfigError("max_rows", max_rows, "a positive integer")
         if not isinstance(max_cols, int) or max_cols < 1 or max_cols % cfg.array_len:
@@ -83,6 +90,7 @@ class GEMV(wiring.Component):
         self.layout, self.max_rows, self.max_cols = layout, max_rows, max_cols
         self.codebooks, self.image, self.rom = codebooks, image, bool(rom)
         self.group_rows = group_rows
+        self.multiplier_rows = layout.lanes if multiplier_rows is None else multiplier_rows
         self.arith = Arithmetic(cfg, max_cols)
         members = {
             "x": In(stream.Signature(activation_layout(layout.geometry))),
@@ -129,7 +137,7 @@ class GEMV(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lay, cfg = self.layout, self.layout.config
+        lay = self.layout
         m.submodules.loader = loader = ActivationLoader(lay, self.xbuf_depth)
         m.submodules.issuer = issuer = Issuer(lay, max_rows=self.max_rows, xbuf_depth=self.xbuf_depth,
                                               weight_depth=self.weight_depth, scale_depth=self.scale_depth)
@@ -184,7 +192,7 @@ class GEMV(wiring.Component):
             x_sum = delay(m, dec.x_sum, d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency),
                           f"x_sum_g{g}")
             for r in range(g, min(g + self.group_rows, R), 2):
-                pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r))
+                pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r), fabric=r >= self.multiplier_rows)
                 m.submodules[f"rows{r}"] = pair
                 m.d.comb += [pair.x.eq(x_g), pair.valid.eq(beat_valid), pair.first.eq(first), pair.x_sum.eq(x_sum)]
                 m.d.comb += [pair.w[k].eq(wv[r + k].cw) for k in range(pair.rows)]

@@ -422,7 +422,7 @@ class Accelerator(wiring.Component):
 
     Parameters
     ----------
-    layout, max_rows, max_cols, codebooks, image
+    layout, max_rows, max_cols, codebooks, image, multiplier_rows
         The engine's (:class:`bcq.hw.gemv.GEMV`).
     build_id : int
         32 bits, reported by STATUS.
@@ -438,10 +438,11 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, layout, *, max_rows, max_cols, codebooks=None, image=None, build_id=0,
-                 timeout_cycles=1 << 16):
+                 timeout_cycles=1 << 16, multiplier_rows=None):
         if not isinstance(build_id, int) or not 0 <= build_id < 1 << 32:
             raise ConfigError("build_id", build_id, "a 32-bit unsigned integer")
-        self.engine = GEMV(layout, max_rows=max_rows, max_cols=max_cols, codebooks=codebooks, image=image)
+        self.engine = GEMV(layout, max_rows=max_rows, max_cols=max_cols, codebooks=codebooks, image=image,
+                           multiplier_rows=multiplier_rows)
         self.build_id, self.timeout_cycles = build_id, timeout_cycles
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)), "busy": Out(1)})
 

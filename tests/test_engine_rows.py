@@ -39,13 +39,16 @@ def _edge_words(rng, lanes, e):
     return [rng.choice((lo, hi, 0, -1, 1, rng.randint(lo, hi))) for _ in range(lanes)]
 
 
-@pytest.mark.parametrize("entry_bits,lanes,rows", [(6, 16, 2), (6, 8, 1), (8, 8, 2), (4, 16, 2)])
-def test_row_pair_array_sums(seed, entry_bits, lanes, rows):
+@pytest.mark.parametrize("entry_bits,lanes,rows,fabric", [(6, 16, 2, False), (6, 8, 1, False), (8, 8, 2, False),
+                                                          (4, 16, 2, False), (6, 16, 2, True), (8, 8, 1, True),
+                                                          (5, 8, 2, True)])
+def test_row_pair_array_sums(seed, entry_bits, lanes, rows, fabric):
     """Random beats (extremes over-represented) in arrays of 1..5 beats, with idle cycles
     (``valid`` low, random words) anywhere, also inside an array: ``psum`` of each row,
-    ``latency`` edges after an array's last beat, is the plain sum of that array's products."""
+    ``latency`` edges after an array's last beat, is the plain sum of that array's products,
+    with multipliers and with the fabric's bit planes (same latency)."""
     cfg = BCQConfig(entry_bits=entry_bits)
-    dut = RowPair(cfg, lanes, rows)
+    dut = RowPair(cfg, lanes, rows, fabric=fabric)
     rng = random.Random(seed)
     beats, first = [], []
     for _ in range(12):
@@ -93,5 +96,5 @@ def test_row_pair_array_sums(seed, entry_bits, lanes, rows):
     sim.add_testbench(tb)
     sim.run()
     assert got == want
-    assert dut.packed == (rows == 2 and entry_bits <= 6)
+    assert dut.packed == (rows == 2 and entry_bits <= 6 and not fabric)
     assert dut.latency == 4 + tree_levels(lanes)
