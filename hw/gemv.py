@@ -24,7 +24,7 @@ from .bcq_block import codebook_write_signature
 from .drain import ResultDrain
 from .engine_rows import RowPair, ScaleAccumulate, delay
 from .gemv_parts import ActivationDecode, ActivationLoader, Issuer
-from .pipeline import write_port_signature
+from .pipeline import registered_write, write_port_signature
 
 __all__ = ["GEMV"]
 
@@ -166,7 +166,9 @@ class GEMV(wiring.Component):
         m.submodules[name] = mem = memory.Memory(shape=unsigned(width), depth=depth, init=init,
                                                  attrs={"no_rw_check": 1})
         if port is not None:
-            wiring.connect(m, wiring.flipped(port), mem.write_port())
+            wp = mem.write_port()
+            en, waddr, wdata = registered_write(m, port, name)
+            m.d.comb += [wp.en.eq(en), wp.addr.eq(waddr), wp.data.eq(wdata)]
         rp = mem.read_port()
         m.d.comb += rp.addr.eq(addr)
         return rp.data

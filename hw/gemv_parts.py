@@ -11,6 +11,7 @@ from bcq.sw.contract.image_layout import EngineLayout
 
 from .bcq_block import codebook_write_signature
 from .engine_rows import pipelined_tree, tree_levels
+from .pipeline import registered_write
 
 __all__ = ["ActivationDecode", "ActivationLoader", "Issuer", "issue_layout"]
 
@@ -192,6 +193,8 @@ class ActivationDecode(wiring.Component):
         depth = cfg.n_codebooks * cfg.n_entries
         addr = [Cat(self.beat.idx[j], self.beat.sel[j // cfg.block_len]) if cfg.selector_bits else self.beat.idx[j]
                 for j in range(S)]
+        if not self.rom:
+            cb_en, cb_addr, cb_data = registered_write(m, self.cbw, "cbw")
         for k in range(0, S, 2):
             # no_rw_check: codebooks are written between runs; without it Yosys adds read-old-data
             # emulation around every table.
@@ -204,8 +207,8 @@ class ActivationDecode(wiring.Component):
                 # One address for the write port and lane k's read: Yosys then puts both on port A.
                 wp = mem.write_port()
                 a = Signal(range(depth), name=f"port_a{k // 2}")
-                m.d.comb += [a.eq(Mux(self.cbw.en, self.cbw.addr, addr[k])), wp.addr.eq(a), wp.en.eq(self.cbw.en),
-                             wp.data.eq(self.cbw.data), ports[0].addr.eq(a)]
+                m.d.comb += [a.eq(Mux(cb_en, cb_addr, addr[k])), wp.addr.eq(a), wp.en.eq(cb_en),
+                             wp.data.eq(cb_data), ports[0].addr.eq(a)]
             if len(ports) > 1:
                 m.d.comb += ports[1].addr.eq(addr[k + 1])
             for j, rp in zip((k, k + 1), ports):

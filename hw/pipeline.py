@@ -14,6 +14,18 @@ def write_port_signature(shape, depth):
     return memory.WritePort.Signature(addr_width=max(1, (depth - 1).bit_length()), shape=shape)
 
 
+def registered_write(m, port, name):
+    """``(en, addr, data)`` of the write port ``port`` one clock edge later: a register between
+    the writer (the host link's control logic) and memories spread over the die, whose enable and
+    address fan out to every block or LUT RAM. Writes land one cycle later; nothing reads a
+    memory in the cycle after it is written (tables and weights are written between runs)."""
+    en = Signal(name=f"{name}_en_q")
+    addr = Signal.like(port.addr, name=f"{name}_addr_q")
+    data = Signal(port.data.shape(), name=f"{name}_data_q")
+    m.d.sync += [en.eq(port.en), addr.eq(port.addr), data.eq(port.data)]
+    return en, addr, data
+
+
 def enabled_reg(m, en, name, shape, value):
     """A register loading ``value`` on clock edges where ``en`` is high."""
     r = Signal(shape, name=name)
