@@ -205,18 +205,8 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
     for name, w in layers.items():
         _check_layer(name, w, layout)
     cfg = layout.config
-    files = {}
 
-    with DirectoryUpdate(out_dir, image_files, anchor=MANIFEST, force=force, what="image", log=log) as out:
-        def emit(stem, words, width):
-            entry = {"depth": len(words), "width": width}
-            for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
-                name = f"{stem}.{ext}"
-                out.write(name, payload)
-                files[name] = hashlib.sha256(payload).hexdigest()
-                entry[ext] = name
-            return entry
-
+    def body(emit):
         mask = (1 << cfg.entry_bits) - 1
         cb_entry = emit("codebook", [v & mask for v in codebooks.entries.flatten().tolist()], cfg.entry_bits)
         layer_entries = []
@@ -228,8 +218,29 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
                 "name": name, "shape": [rows, cols], "tensor_scale": q.tensor_scale,
                 "weights": emit(f"{name}.weights", weight_words(q, layout), layout.weight_width),
                 "scales": emit(f"{name}.scales", scale_words(q, layout), layout.scale_width)})
-        manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "config": cfg.to_dict(),
-                    "layout": layout.describe(), "codebook": cb_entry, "layers": layer_entries, "sha256": files}
+        return {"config": cfg.to_dict(), "layout": layout.describe(), "codebook": cb_entry, "layers": layer_entries}
+
+    return _write_dir(out_dir, body, force=force, log=log)
+
+
+def _write_dir(out_dir, body, *, force, log):
+    """The write of either image kind: ``body(emit)`` writes the word files through
+    ``emit(stem, words, width)`` (a .hex and a .bin each, hashed) and returns the manifest's
+    own fields; the manifest gets the files' hashes and its digest, and the new directory
+    replaces the old one atomically (:class:`bcq.sw.host.atomic_dir.DirectoryUpdate`).
+    Returns the manifest."""
+    files = {}
+    with DirectoryUpdate(out_dir, image_files, anchor=MANIFEST, force=force, what="image", log=log) as out:
+        def emit(stem, words, width):
+            entry = {"depth": len(words), "width": width}
+            for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
+                name = f"{stem}.{ext}"
+                out.write(name, payload)
+                files[name] = hashlib.sha256(payload).hexdigest()
+                entry[ext] = name
+            return entry
+
+        manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, **body(emit), "sha256": files}
         manifest["manifest_sha256"] = manifest_digest(manifest)
         out.write(MANIFEST, _manifest_text(manifest).encode())
         out.commit()
@@ -525,16 +536,8 @@ def write_int8_image(out_dir, layers, layout: BxPLayout, mode="exact8", *, force
         raise BCQError("no layers to write")
     for name, w in layers.items():
         _check_bxp_layer(name, w)
-    files = {}
-    with DirectoryUpdate(out_dir, image_files, anchor=MANIFEST, force=force, what="image", log=log) as out:
-        def emit(stem, words, width):
-            entry = {"depth": len(words), "width": width}
-            for ext, payload in (("hex", _hex(words, width)), ("bin", _bin(words, width))):
-                out.write(f"{stem}.{ext}", payload)
-                files[f"{stem}.{ext}"] = hashlib.sha256(payload).hexdigest()
-                entry[ext] = f"{stem}.{ext}"
-            return entry
 
+    def body(emit):
         entries = []
         for name, w in bar(layers.items(), desc="quantize + write", total=len(layers), unit="layer",
                            enabled=progress):
@@ -542,12 +545,9 @@ def write_int8_image(out_dir, layers, layout: BxPLayout, mode="exact8", *, force
             entries.append({"name": name, "shape": list(w.shape), "mode": md.name,
                             "weights": emit(f"{name}.weights", bxp_weight_words(q, layout, md), layout.weight_width),
                             "scales": emit(f"{name}.scales", _float_bits(s), SCALE_WIDTH)})
-        manifest = {"kind": IMAGE_KIND, "version": IMAGE_VERSION, "format": INT8_FORMAT,
-                    "layout": layout.describe(), "layers": entries, "sha256": files}
-        manifest["manifest_sha256"] = manifest_digest(manifest)
-        out.write(MANIFEST, _manifest_text(manifest).encode())
-        out.commit()
-    return manifest
+        return {"format": INT8_FORMAT, "layout": layout.describe(), "layers": entries}
+
+    return _write_dir(out_dir, body, force=force, log=log)
 
 
 def _check_bxp_layer(name, w):
