@@ -371,6 +371,12 @@ class Executor(wiring.Component):
         count, word = Signal(16), words.o.payload
         is_last = count == r.words - 1
         targets = {P.CMD_WRITE_CODEBOOK: self.cbw, P.CMD_WRITE_WEIGHTS: self.wmem, P.CMD_WRITE_SCALES: self.smem}
+        # Address and data go to every memory whatever the command (only the enable is decoded):
+        # gating the 1.6k-bit weight word by the command put the decode on a reset input of every
+        # one of its flip-flops, across the die (the critical path of a 4-row ULX3S build).
+        for port in targets.values():
+            m.d.comb += [port.addr.eq(r.start + count), port.data.eq(word)]
+        m.d.comb += [self.x.payload.as_value().eq(word), self.x.payload.last.eq(is_last)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.req.valid):
@@ -386,11 +392,9 @@ class Executor(wiring.Component):
                 with m.Switch(r.cmd):
                     for cmd, port in targets.items():
                         with m.Case(cmd):
-                            m.d.comb += [port.en.eq(words.o.valid), port.addr.eq(r.start + count),
-                                         port.data.eq(word), words.o.ready.eq(1)]
+                            m.d.comb += [port.en.eq(words.o.valid), words.o.ready.eq(1)]
                     with m.Case(P.CMD_GEMV):
-                        m.d.comb += [self.x.valid.eq(words.o.valid), self.x.payload.as_value().eq(word),
-                                     self.x.payload.last.eq(is_last), words.o.ready.eq(self.x.ready)]
+                        m.d.comb += [self.x.valid.eq(words.o.valid), words.o.ready.eq(self.x.ready)]
                 with m.If(words.o.valid & words.o.ready):
                     m.d.sync += count.eq(count + 1)
                     with m.If(is_last):
