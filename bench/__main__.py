@@ -380,8 +380,9 @@ def minilm_targets(r):
     lines, out = [], {"nvfp4_one_minus_cos": nv}
     at45 = {k: v for k, v in r.items() if isinstance(v, dict) and v.get("bits_per_scalar", 99) <= 4.5 + 1e-9}
     best = max(at45, key=lambda k: at45[k]["cosine_mean"])
-    for source in CODEBOOK_SOURCES:
-        k = f"lobcq:{DEFAULT_PRESET}:{source}"
+    for k in [f"lobcq:{DEFAULT_PRESET}:{source}{search}" for search in ("", ":search") for source in CODEBOOK_SOURCES]:
+        if k not in r:
+            continue
         e = 1 - r[k]["cosine_mean"]
         out[k] = {"one_minus_cos": e, "ratio_to_nvfp4": e / nv, "half_of_nvfp4": e <= nv / 2,
                   "goal_0_985": r[k]["cosine_mean"] >= 0.985}

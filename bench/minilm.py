@@ -12,6 +12,11 @@ dimension), and the embeddings are compared with FP32:
   similarities (all pairs of evaluation sentences): does the model still rank which sentences
   are alike, which a mean cosine can hide;
 - per layer, SQNR of the weights and of the inputs it saw.
+
+``lobcq:<preset>:<source>:search`` encodes the weights offline with the weight search
+(:func:`bcq.sw.formats.lobcq.encode_weights`: per array the scale code among the max-based one and
+its neighbours, per block the codebook, of least error weighted by each input channel's mean square
+on the calibration sentences); its activations are encoded as every other LO-BCQ row's.
 """
 
 import math
@@ -21,8 +26,9 @@ import torch
 
 from bcq.sw.formats.codebooks import CODEBOOK_SOURCES, shipped_codebooks
 from bcq.sw.formats.config import PRESETS
+from bcq.sw.formats.lobcq import fake_quant_weights
 from bcq.sw.formats.quantizers import BASELINES, EQUAL_BITS_BASELINES, get_format, sqnr_db
-from bcq.sw.host.minilm import encode_sentences, load_minilm
+from bcq.sw.host.minilm import encode_sentences, load_minilm, minilm_channel_energy
 from bcq.sw.host.minilm import load_sentences as _load_sentences
 
 SENTENCES = Path(__file__).parent / "data" / "sentences.txt"
@@ -57,7 +63,9 @@ def pair_similarities(emb):
 
 
 def evaluate(formats, sentences=None, batch_size=64):
-    """``formats``: name -> (bits per scalar, fake_quant function). Returns a dict per format:
+    """``formats``: name -> (bits per scalar, fake_quant function) or (bits, fake_quant, weight
+    quantizer): the weight quantizer, ``wq(layer name, weight)``, replaces fake_quant for the
+    weights. Returns a dict per format:
     bits, cosine mean/min over sentences, Spearman of pairwise similarities, per-layer weight and
     activation SQNR (dB)."""
     sentences = sentences or load_sentences()
@@ -67,7 +75,8 @@ def evaluate(formats, sentences=None, batch_size=64):
     ref_pairs = pair_similarities(ref)
     linears = [(n, mod) for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)]
     results = {"sentences": len(sentences)}
-    for fname, (bits, fq) in formats.items():
+    for fname, (bits, fq, *wq) in formats.items():
+        wq = wq[0] if wq else (lambda name, w, fq=fq: fq(w))
         saved = {n: mod.weight.data.clone() for n, mod in linears}
         power = {n: [0.0, 0.0] for n, _ in linears}   # activation signal, noise
         hooks = []
@@ -81,7 +90,7 @@ def evaluate(formats, sentences=None, batch_size=64):
         weight_sqnr = {}
         try:
             for n, mod in linears:
-                q = fq(mod.weight.data.float())
+                q = wq(n, mod.weight.data.float())
                 weight_sqnr[n] = sqnr_db(mod.weight.data, q)
                 mod.weight.data = q
                 hooks.append(mod.register_forward_pre_hook(lambda mod, args, name=n: hook(mod, args, name)))
@@ -111,10 +120,25 @@ def lobcq_formats(presets=None, sources=CODEBOOK_SOURCES):
     return out
 
 
+def search_formats(presets=("w4a4-4.5",), sources=CODEBOOK_SOURCES):
+    """``lobcq:<preset>:<source>:search``: the shipped codebooks, weights encoded by the weight search
+    weighted by the channel energies on the calibration sentences, activations as usual."""
+    energy = minilm_channel_energy()
+    out = {}
+    for preset in presets:
+        for source in sources:
+            cb = shipped_codebooks(preset, source)
+            f = get_format("lobcq", cb)
+            out[f"lobcq:{preset}:{source}:search"] = (
+                f.bits_per_scalar, f.fake_quant,
+                lambda name, w, cb=cb: fake_quant_weights(w, cb, channel_energy=energy[name]))
+    return out
+
+
 def baseline_formats():
     """The standard baselines, then their variants at 4.5 bits (equal to NVFP4 and the default)."""
     return {name: (f.bits_per_scalar, f.fake_quant) for name, f in {**BASELINES, **EQUAL_BITS_BASELINES}.items()}
 
 
 def default_formats():
-    return {**lobcq_formats(), **baseline_formats()}
+    return {**lobcq_formats(), **search_formats(), **baseline_formats()}

@@ -10,6 +10,7 @@ import torch
 
 from bcq.sw.formats.calibdata import model_calibration_data, record_linear_inputs
 from bcq.sw.formats.quantizers import get_format
+from bcq.sw.host.minilm import encode_sentences, load_minilm, minilm_channel_energy
 from bcq.sw.host.minilm import load_sentences as calibration_sentences
 from bench.minilm import evaluate, load_sentences, spearman
 
@@ -65,3 +66,29 @@ def test_gpu_benchmark_runs_on_the_cpu(tmp_path, capsys):
     assert fig["device"] == "cpu" and fig["calibration_tensor"] == [64, 64]
     assert fig["encode_scalars_per_s"] > 0 and fig["calibration_s"] > 0 and fig["calibration_s_all_blocks"] > 0
     assert "G scalars/s" in capsys.readouterr().out
+
+
+def test_a_weight_quantizer_replaces_fake_quant_for_the_weights_only():
+    """(bits, fq, wq): every layer's weight goes through wq(layer name, weight); activations through fq."""
+    sentences = load_sentences()[:4]
+    int4 = get_format("int4")
+    seen = []
+
+    def wq(name, w):
+        seen.append(name)
+        return int4.fake_quant(w)
+    r = evaluate({"w-int4": (4.5, lambda x: x.clone(), wq)}, sentences)["w-int4"]
+    assert len(seen) == len(set(seen)) >= 36 and all(n in seen for n in r["layers"])
+    assert all(math.isinf(l["act_sqnr_db"]) for l in r["layers"].values())
+    assert all(5 < l["weight_sqnr_db"] < 40 for l in r["layers"].values())
+    assert 0.5 < r["cosine_mean"] < 0.9999
+
+
+def test_channel_energy_is_the_mean_square_of_each_layers_input():
+    sentences = calibration_sentences()[:3]
+    e = minilm_channel_energy(sentences)
+    model = load_minilm()
+    acts = record_linear_inputs(model, lambda: encode_sentences(model, sentences))
+    assert set(e) == set(acts)
+    for n, x in acts.items():
+        assert torch.equal(e[n], x.double().pow(2).mean(0))

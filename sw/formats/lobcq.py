@@ -26,8 +26,8 @@ from .config import BCQConfig
 from .errors import BCQError, ShapeError
 from .numerics import scale_code, scale_code_values, scale_value
 
-__all__ = ["BCQTensor", "encode", "decode", "fake_quant", "calibrate", "CalibrationResult",
-           "check_tensor"]
+__all__ = ["BCQTensor", "encode", "decode", "fake_quant", "encode_weights", "fake_quant_weights",
+           "WEIGHT_SCALE_OFFSETS", "calibrate", "CalibrationResult", "check_tensor"]
 
 
 def check_tensor(x, multiple, what="tensor"):
@@ -314,6 +314,130 @@ def fake_quant(x, codebooks: Codebooks):
     without building the encoded tensor, for simulating W4A4 in a torch model."""
     check_tensor(x, codebooks.config.array_len)
     return _encode_chunks(x, codebooks, codes_out=False, values_dtype=x.dtype)[4].reshape(x.shape)
+
+
+# -- weights, encoded offline: an error-minimizing search -------------------------------------
+
+# Scale codes tried per array by the weight search, relative to the config's max-based code (0 first:
+# on a tie the max-based code stays).
+WEIGHT_SCALE_OFFSETS = (0, -1, 1)
+
+
+def _check_weight_args(w, cfg, channel_energy, scale_offsets):
+    check_tensor(w, cfg.array_len, what="weight tensor")
+    offs = tuple(scale_offsets)
+    if not offs or not all(isinstance(o, int) and not isinstance(o, bool) and -8 <= o <= 8 for o in offs):
+        raise BCQError(f"scale_offsets must be a non-empty sequence of integers in -8..8, not {scale_offsets!r}")
+    if channel_energy is None:
+        return None, offs
+    h = torch.as_tensor(channel_energy)
+    if h.dim() != 1 or h.shape[0] != w.shape[-1] or not h.is_floating_point():
+        raise BCQError(f"channel_energy must be a float tensor of shape ({w.shape[-1]},) (one value per input "
+                       f"channel of the weight), not {h.dtype} {tuple(h.shape)}")
+    h = h.to(torch.float64)
+    if not torch.isfinite(h).all() or (h < 0).any() or not (h > 0).any():
+        raise BCQError("channel_energy must be finite, non-negative and not all zero")
+    return h / h.mean(), offs
+
+
+def _weight_chunks(w, codebooks, h, offsets, *, codes_out=True, values_dtype=None):
+    """The weight search (docs/arithmetic.md section 1, "Weights: the search"); returns what
+    :func:`_encode_chunks` returns. Per block array and per candidate code ``c + o`` (``c`` the
+    config's max-based code, ``o`` in ``offsets``, clamped to the codes), the scalars take their
+    nearest entry as in :func:`encode`; per block, the codebook of least ``sum_j h_j (q_j - y_j)**2``
+    (in scalar order; ties: the lower codebook; ``h`` the channel energy normalized to mean 1, or 1);
+    the array keeps the candidate of least ``sum_j h_j (q_j s - x_j / ts)**2`` (summed per block in
+    scalar order, then over the blocks in order; ties: the earlier offset). With ``h = 1`` and ``offsets = (0,)`` this is :func:`encode` bit for bit."""
+    cfg = codebooks.config
+    lb, la, nc = cfg.block_len, cfg.array_len, cfg.n_codebooks
+    bpa = la // lb
+    dev = w.device
+    x = w.detach()
+    ts = _tensor_scale(x, cfg)
+    tab = _IntegerTables(codebooks, dev)
+    first, values = scale_code_values(cfg.scale)
+    values = values.to(dev)
+    xa = x.reshape(-1, la)
+    na = xa.shape[0]
+    if h is not None:
+        ha = h.to(dev).view(1, -1).expand(x.numel() // x.shape[-1], -1).reshape(-1, bpa, lb)
+    codes = torch.empty(na, dtype=torch.uint8, device=dev)
+    sels = torch.empty(na, bpa, dtype=torch.uint8, device=dev) if codes_out else None
+    idxs = torch.empty(na, bpa, lb, dtype=torch.uint8, device=dev) if codes_out else None
+    vals = torch.empty(na, bpa, lb, dtype=values_dtype, device=dev) if values_dtype is not None else None
+    step = _chunk_arrays(cfg, dev)
+    ts_dev = torch.tensor(ts, dtype=torch.float64, device=dev)
+    for a0 in range(0, na, step):
+        a1 = min(na, a0 + step)
+        chunk = xa[a0:a1].to(torch.float64).view(-1, bpa, lb)
+        base, _, _ = _array_scales(xa[a0:a1].abs().amax(-1), ts, cfg)
+        z = chunk / ts_dev
+        best = None
+        for o in offsets:
+            k = (base.to(torch.int64) - first + o).clamp(0, len(values) - 1)
+            sv = values[k]
+            y = z / torch.where(sv > 0, sv, torch.inf).view(-1, 1, 1)   # [n, bpa, Lb]
+            t = (2 * y).clamp_(tab.t_lo, tab.t_hi).ceil_().sub_(tab.t_lo).to(torch.int64)
+            q = tab.value.index_select(0, t.view(-1)).view(*t.shape, nc)  # every codebook's entry
+            d = (q - y.unsqueeze(-1)).square_()
+            if h is not None:
+                d.mul_(ha[a0:a1].unsqueeze(-1))
+            err = d[:, :, 0].clone()                                  # scalar order, as defined
+            for j in range(1, lb):
+                err += d[:, :, j]
+            sel = err.min(-1).indices                                 # [n, bpa]
+            # The array's error in the tensor's units / ts, every candidate by the same formula (the
+            # zero scale decodes to 0): sum over blocks, in order, of sum_j h_j (q_j s - x_j / ts)**2.
+            cw = q.gather(-1, sel.unsqueeze(-1).unsqueeze(-1).expand(*t.shape, 1)).squeeze(-1)
+            dd = cw.mul_(sv.view(-1, 1, 1)).sub_(z).square_()
+            if h is not None:
+                dd.mul_(ha[a0:a1])
+            blk = dd[:, :, 0].clone()
+            for j in range(1, lb):
+                blk += dd[:, :, j]
+            arr = blk[:, 0].clone()
+            for b in range(1, bpa):
+                arr += blk[:, b]
+            cand = (k + first, sv, sel, t)
+            if best is None:
+                best, best_err = cand, arr
+            else:
+                better = arr < best_err
+                best_err = torch.where(better, arr, best_err)
+                best = tuple(torch.where(better.view(-1, *([1] * (b.dim() - 1))), c, b) for c, b in zip(cand, best))
+        code, sv, sel, t = best
+        codes[a0:a1] = code.to(torch.uint8)
+        pick = t.mul(nc).add_(sel.unsqueeze(-1))                      # [n, bpa, Lb]
+        if codes_out:
+            sels[a0:a1] = sel
+            idxs[a0:a1] = tab.index.reshape(-1).index_select(0, pick.view(-1)).view(pick.shape)
+        if vals is not None:
+            cw = tab.value.reshape(-1).index_select(0, pick.view(-1)).view(pick.shape)
+            vals[a0:a1] = cw.mul_(sv.view(-1, 1, 1)).mul_(ts)
+    return ts, codes, sels, idxs, vals
+
+
+def encode_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offsets=WEIGHT_SCALE_OFFSETS) -> BCQTensor:
+    """Encode a weight tensor ``[..., in]`` offline, choosing each array's scale code and each block's
+    codebook to minimize the error a layer's output sees (:func:`_weight_chunks`).
+
+    The result is an ordinary :class:`BCQTensor`: the hardware decodes it as any other (the search
+    only chooses among codes the format already has). ``channel_energy`` [in]: the mean square of
+    each input channel of the layer on calibration data (the output error of ``w @ x`` weighs a
+    weight's error by it); None weighs every channel alike. Activations, encoded on the fly, keep
+    :func:`encode`."""
+    cfg = codebooks.config
+    h, offs = _check_weight_args(w, cfg, channel_energy, scale_offsets)
+    ts, codes, sels, idxs, _ = _weight_chunks(w, codebooks, h, offs)
+    lead = w.shape[:-1]
+    return BCQTensor(codebooks, _to_host(idxs.reshape(w.shape)), _to_host(sels.reshape(*lead, -1)),
+                     _to_host(codes.reshape(*lead, -1)), ts)
+
+
+def fake_quant_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offsets=WEIGHT_SCALE_OFFSETS):
+    """``decode(encode_weights(w, ...))`` bit for bit, same shape, dtype and device."""
+    h, offs = _check_weight_args(w, codebooks.config, channel_energy, scale_offsets)
+    return _weight_chunks(w, codebooks, h, offs, codes_out=False, values_dtype=w.dtype)[4].reshape(w.shape)
 
 
 # -- calibration ------------------------------------------------------------------------------

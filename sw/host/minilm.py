@@ -10,13 +10,15 @@ linear weights and recorded linear-layer inputs (:func:`bcq.sw.formats.calibdata
 import os
 from pathlib import Path
 
-from bcq.sw.formats.calibdata import model_calibration_data
+import torch
+
+from bcq.sw.formats.calibdata import model_calibration_data, record_linear_inputs
 from bcq.sw.formats.errors import BCQError
 
 from .models import minilm_path
 
 __all__ = ["CALIBRATION_SENTENCES", "load_sentences", "load_minilm", "encode_sentences",
-           "minilm_calibration_data"]
+           "minilm_calibration_data", "minilm_channel_energy"]
 
 CALIBRATION_SENTENCES = Path(__file__).parent / "data" / "calibration_sentences.txt"
 
@@ -53,3 +55,13 @@ def minilm_calibration_data(multiple, sentences=None):
     model = load_minilm()
     sentences = load_sentences() if sentences is None else sentences
     return model_calibration_data(model, lambda: encode_sentences(model, sentences), multiple)
+
+
+def minilm_channel_energy(sentences=None):
+    """``{linear layer name: float64 [in_features]}``: the mean square of every input channel of each
+    linear layer that runs, on the calibration sentences (default: the shipped file). The weight
+    search (:func:`bcq.sw.formats.lobcq.encode_weights`) weighs a weight's error by it."""
+    model = load_minilm()
+    sentences = load_sentences() if sentences is None else sentences
+    acts = record_linear_inputs(model, lambda: encode_sentences(model, sentences))
+    return {n: a.to(torch.float64).pow(2).mean(0) for n, a in acts.items()}
