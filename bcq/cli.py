@@ -204,8 +204,9 @@ def cmd_weights(args):
     selection = select_layers(state, args.layers, cb.config.array_len)
     for line in selection.describe_skipped(state):
         print(f"  {line}")
+    energy = _channel_energy(args.channel_energy, selection.layers) if args.channel_energy else None
     manifest = write_image(args.output, selection.layers, cb, layout, force=args.force, progress=not args.quiet,
-                           log=_stderr)
+                           log=_stderr, search=args.search, channel_energy=energy)
     for entry in manifest["layers"]:
         print(f"  {entry['name']}: {entry['shape'][0]} x {entry['shape'][1]} -> {entry['weights']['bin']} "
               f"({entry['weights']['depth']} x {entry['weights']['width']} bits), {entry['scales']['bin']}")
@@ -213,7 +214,25 @@ def cmd_weights(args):
           f"lanes={layout.lanes}); check it with: bcq image verify {args.output}")
 
 
+def _channel_energy(path, layers):
+    """Each layer's channel energies from ``path`` (name -> 1-D tensor; a key is the weight's name
+    or that name without ``.weight``, as a forward hook on the module would name it)."""
+    raw = load_state_dict(path)
+    out = {}
+    for name in layers:
+        key = next((k for k in (name, name.removesuffix(".weight")) if k in raw), None)
+        if key is None:
+            raise BCQError(f"{path}: no channel energies for layer {name!r} (keys are layer names, with or "
+                           f"without .weight; the file has {len(raw)}: {', '.join(list(raw)[:3])}"
+                           f"{', ...' if len(raw) > 3 else ''})")
+        out[name] = raw[key]
+    return out
+
+
 def _weights_int8(args):
+    for option, value in (("--search", args.search or None), ("--channel-energy", args.channel_energy)):
+        if value is not None:
+            raise BCQError(f"{option} applies to --format lobcq only, not int8")
     for option, value in (("--config", args.config), ("--preset", args.preset), ("--codebooks", args.codebooks),
                           ("--source", None if args.source == DEFAULT_SOURCE else args.source),
                           ("--blocks-per-cycle", args.blocks_per_cycle)):
@@ -431,6 +450,10 @@ def build_parser():
     w.add_argument("--blocks-per-cycle", type=_int_range(1), default=None, help="lobcq: blocks per beat (default 1)")
     w.add_argument("--force", action="store_true", help="write into a non-empty directory that holds no image "
                    "(its files are kept)")
+    w.add_argument("--search", action="store_true", help="lobcq: the weight search (each array's scale code and "
+                   "each block's codebook by least error; docs/arithmetic.md section 1)")
+    w.add_argument("--channel-energy", metavar="FILE", help="lobcq: .pt/.safetensors of layer -> mean square of each "
+                   "input channel on calibration data; the search weighs errors by it (implies --search)")
     w.set_defaults(func=cmd_weights)
 
     im = sub.add_parser("image", help="check or show an image directory", parents=common)

@@ -27,7 +27,7 @@ from .errors import BCQError, ShapeError
 from .numerics import scale_code, scale_code_values, scale_value
 
 __all__ = ["BCQTensor", "encode", "decode", "fake_quant", "encode_weights", "fake_quant_weights",
-           "WEIGHT_SCALE_OFFSETS", "calibrate", "CalibrationResult", "check_tensor"]
+           "WEIGHT_SCALE_OFFSETS", "check_weight_args", "calibrate", "CalibrationResult", "check_tensor"]
 
 
 def check_tensor(x, multiple, what="tensor"):
@@ -323,8 +323,11 @@ def fake_quant(x, codebooks: Codebooks):
 WEIGHT_SCALE_OFFSETS = (0, -1, 1)
 
 
-def _check_weight_args(w, cfg, channel_energy, scale_offsets):
-    check_tensor(w, cfg.array_len, what="weight tensor")
+def check_weight_args(w, cfg, channel_energy, scale_offsets=WEIGHT_SCALE_OFFSETS, *, what=None):
+    """Validate :func:`encode_weights`'s arguments; returns (normalized channel energy or None,
+    offsets). ``what`` (e.g. ``"layer fc1"``) starts the channel-energy error messages."""
+    pre = f"{what}: " if what else ""
+    check_tensor(w, cfg.array_len, what=what or "weight tensor")
     offs = tuple(scale_offsets)
     if not offs or not all(isinstance(o, int) and not isinstance(o, bool) and -8 <= o <= 8 for o in offs):
         raise BCQError(f"scale_offsets must be a non-empty sequence of integers in -8..8, not {scale_offsets!r}")
@@ -332,11 +335,11 @@ def _check_weight_args(w, cfg, channel_energy, scale_offsets):
         return None, offs
     h = torch.as_tensor(channel_energy)
     if h.dim() != 1 or h.shape[0] != w.shape[-1] or not h.is_floating_point():
-        raise BCQError(f"channel_energy must be a float tensor of shape ({w.shape[-1]},) (one value per input "
+        raise BCQError(f"{pre}channel_energy must be a float tensor of shape ({w.shape[-1]},) (one value per input "
                        f"channel of the weight), not {h.dtype} {tuple(h.shape)}")
     h = h.to(torch.float64)
     if not torch.isfinite(h).all() or (h < 0).any() or not (h > 0).any():
-        raise BCQError("channel_energy must be finite, non-negative and not all zero")
+        raise BCQError(f"{pre}channel_energy must be finite, non-negative and not all zero")
     return h / h.mean(), offs
 
 
@@ -427,7 +430,7 @@ def encode_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offset
     weight's error by it); None weighs every channel alike. Activations, encoded on the fly, keep
     :func:`encode`."""
     cfg = codebooks.config
-    h, offs = _check_weight_args(w, cfg, channel_energy, scale_offsets)
+    h, offs = check_weight_args(w, cfg, channel_energy, scale_offsets)
     ts, codes, sels, idxs, _ = _weight_chunks(w, codebooks, h, offs)
     lead = w.shape[:-1]
     return BCQTensor(codebooks, _to_host(idxs.reshape(w.shape)), _to_host(sels.reshape(*lead, -1)),
@@ -436,7 +439,7 @@ def encode_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offset
 
 def fake_quant_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offsets=WEIGHT_SCALE_OFFSETS):
     """``decode(encode_weights(w, ...))`` bit for bit, same shape, dtype and device."""
-    h, offs = _check_weight_args(w, codebooks.config, channel_energy, scale_offsets)
+    h, offs = check_weight_args(w, codebooks.config, channel_energy, scale_offsets)
     return _weight_chunks(w, codebooks, h, offs, codes_out=False, values_dtype=w.dtype)[4].reshape(w.shape)
 
 

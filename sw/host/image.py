@@ -38,7 +38,7 @@ from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import BCQError, ConfigError, FileFormatError
 from bcq.sw.formats.files import loads_json, read_regular
-from bcq.sw.formats.lobcq import BCQTensor, encode
+from bcq.sw.formats.lobcq import BCQTensor, check_weight_args, encode, encode_weights
 from bcq.sw.formats.numerics import scale_decode
 
 from .atomic_dir import DirectoryUpdate
@@ -168,7 +168,7 @@ def _check_layer(name, w, layout):
 
 
 def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, force=False, progress=False,
-                log=None):
+                log=None, search=False, channel_energy=None):
     """Encode each 2-D float weight of ``layers`` and write the image directory atomically.
 
     Parameters
@@ -189,6 +189,13 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
         Show a bar per layer on stderr (when it is a terminal).
     log : callable, optional
         Called with a line for anything worth telling (leftovers of an interrupted write).
+    search : bool
+        Encode with the weight search (:func:`bcq.sw.formats.lobcq.encode_weights`: each array's
+        scale code and each block's codebook by least error) instead of :func:`encode`.
+    channel_energy : dict, optional
+        Layer name -> mean square of each of its input channels on calibration data (1-D float,
+        one value per column): the search then weighs each weight's error by it. Implies
+        ``search``; every layer needs an entry.
 
     Returns
     -------
@@ -204,6 +211,14 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
         raise BCQError("no layers to write")
     for name, w in layers.items():
         _check_layer(name, w, layout)
+    if channel_energy is not None:
+        missing = [name for name in layers if name not in channel_energy]
+        if missing:
+            raise BCQError(f"channel energies: no entry for layer {missing[0]!r} (every layer written needs one; "
+                           f"{len(missing)} missing)")
+        for name, w in layers.items():
+            check_weight_args(w, codebooks.config, channel_energy[name], what=f"layer {name}")
+        search = True
     cfg = layout.config
 
     def body(emit):
@@ -213,7 +228,8 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
         for name, w in bar(layers.items(), desc="encode + write", total=len(layers), unit="layer",
                            enabled=progress):
             rows, cols = w.shape
-            q = encode(w, codebooks)
+            q = (encode_weights(w, codebooks, channel_energy=None if channel_energy is None else channel_energy[name])
+                 if search else encode(w, codebooks))
             layer_entries.append({
                 "name": name, "shape": [rows, cols], "tensor_scale": q.tensor_scale,
                 "weights": emit(f"{name}.weights", weight_words(q, layout), layout.weight_width),
