@@ -18,7 +18,7 @@ from .chains import MODES, Term, chain_add, pipelined_tree, register, tree_level
 from .pipeline import enabled_reg, write_port_signature
 
 __all__ = ["BlockDatapath", "CodewordDecode", "BeatProducts", "codebook_write_signature", "codebook_address",
-           "codebook_lookup", "products_latency"]
+           "codebook_lookup", "products_latency", "ProductPlanes", "PlaneSum", "plane_layout", "plane_bit"]
 
 
 def codebook_write_signature(config: BCQConfig):
@@ -138,19 +138,125 @@ class CodewordDecode(wiring.Component):
         return _elaborated(self)
 
 
+def plane_layout(config: BCQConfig, lanes):
+    """The first-level chain outputs of :class:`ProductPlanes`: one ``signed(entry_bits + 1)``
+    value per (weight bit ``b``, lane pair ``(2i, 2i + 1)``), index ``b * lanes // 2 + i``."""
+    return data.ArrayLayout(signed(config.entry_bits + 1), lanes * config.entry_bits // 2)
+
+
+def plane_bit(config: BCQConfig, lanes, k):
+    """The weight bit of plane value ``k`` (its weight is ``2**b``, negated for the sign bit)."""
+    return k // (lanes // 2)
+
+
 def products_latency(config: BCQConfig, lanes):
     """Register levels of :class:`BeatProducts`: the first chain level (two lanes' partial
     products of one weight bit), then a registered balanced tree of chain adders."""
     return 1 + tree_levels(lanes * config.entry_bits // 2)
 
 
-class BeatProducts(wiring.Component):
-    """Products of ``lanes`` codeword pairs and their sum, on carry chains only (no LUT4, no DSP).
+class ProductPlanes(wiring.Component):
+    """First level of the product chains: for weight bit ``b`` and lanes ``2i, 2i + 1``,
 
-    ``sum_j w_j x_j`` is summed as ``sum_b sum_j (x_j & w_j[b]) << b`` (the weight's sign bit
-    weighing ``-2**(entry_bits-1)``: those terms are subtracted). The AND gates fold into the
-    chain LUTs (``chains.py``): the first level adds the bit-``b`` terms of two lanes per chain,
-    then a balanced tree of chain adders with a register after every level.
+        ``planes[b * lanes / 2 + i] = (w[2i][b] ? x[2i] : 0) + (w[2i+1][b] ? x[2i+1] : 0)``
+
+    on one carry chain each (the two AND gates folded into the chain's LUTs), registered.
+    ``sum_j w_j x_j = sum_k s_k * 2**b_k * planes[k]`` with ``s_k = -1`` for the weight's sign
+    bit (``b = entry_bits - 1``) and +1 otherwise (two's complement; ``PlaneSum`` adds that up).
+
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.config.BCQConfig`
+    lanes : int
+        Codeword pairs per beat (even).
+    cells : str
+        As for :class:`BeatProducts`.
+
+    Members
+    -------
+    en : ``In(1)``
+        Advance the pipeline (the registers' clock enable).
+    w_words, x_words : ``In(data.ArrayLayout(signed(entry_bits), lanes))``
+        Codewords of both operands.
+    planes : ``Out(plane_layout(config, lanes))``
+        The plane values of the words taken on the last enabled edge.
+    """
+
+    latency = 1
+
+    def __init__(self, config: BCQConfig, lanes, *, cells="ccu2c"):
+        if cells not in MODES:
+            raise ConfigError("cells", cells, MODES)
+        self.config, self.lanes, self.cells = config, lanes, cells
+        words = data.ArrayLayout(signed(config.entry_bits), lanes)
+        super().__init__({"en": In(1), "w_words": In(words), "x_words": In(words),
+                          "planes": Out(plane_layout(config, lanes))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, x, w = self.config, self.x_words, self.w_words
+        e, lo, hi = cfg.entry_bits, cfg.entry_min, cfg.entry_max
+        for b in range(e):
+            for i in range(self.lanes // 2):
+                k = b * (self.lanes // 2) + i
+                # The sign bit's terms are marked ``neg`` only so that chain_add accepts the pair;
+                # two negatives add as -(|u| + |v|): the chain computes the plain sum of the gated
+                # values either way, and PlaneSum applies the sign.
+                u, v = (Term(x[j], lo, hi, shift=0, gate=w[j][b]) for j in (2 * i, 2 * i + 1))
+                t = chain_add(m, f"pp{k}", u, v, mode=self.cells)
+                m.d.comb += self.planes[k].eq(register(m, f"pp_r{k}", t.value, self.en))
+        return m
+
+
+class PlaneSum(wiring.Component):
+    """The sum of the plane values, ``sum_k s_k * 2**b_k * planes[k]`` (see
+    :class:`ProductPlanes`), on a balanced tree of carry-chain adders with a register after every
+    level (the sign-bit planes are subtracted: inverted operand, carry in 1).
+
+    Parameters
+    ----------
+    config, lanes, cells
+        As for :class:`ProductPlanes`.
+
+    Members
+    -------
+    en : ``In(1)``
+        Advance the pipeline.
+    planes : ``In(plane_layout(config, lanes))``
+    beat_sum : ``Out(signed(block_sum_bits(lanes)))``
+        The sum for the planes taken ``latency`` enabled edges earlier
+        (``tree_levels(lanes * entry_bits / 2)``).
+    """
+
+    def __init__(self, config: BCQConfig, lanes, *, cells="ccu2c"):
+        if cells not in MODES:
+            raise ConfigError("cells", cells, MODES)
+        self.config, self.lanes, self.cells = config, lanes, cells
+        self.arith = Arithmetic(config)
+        self.latency = tree_levels(lanes * config.entry_bits // 2)
+        super().__init__({"en": In(1), "planes": In(plane_layout(config, lanes)),
+                          "beat_sum": Out(signed(self.arith.block_sum_bits(lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        e = cfg.entry_bits
+        lo, hi = 2 * cfg.entry_min, 2 * cfg.entry_max
+        terms = [Term(self.planes[k], lo, hi, shift=plane_bit(cfg, self.lanes, k), neg=plane_bit(cfg, self.lanes, k) == e - 1)
+                 for k in range(len(self.planes))]
+        log = []
+        total, regs, left = pipelined_tree(m, "tree", terms, mode=self.cells, en=self.en, log=log)
+        assert total.shift == 0 and not total.neg and not left and regs == self.latency
+        m.d.comb += self.beat_sum.eq(total.value)
+        # The tree's structure, for the proof (sim/formal_spec.py: products_harness).
+        self._structure = (terms, log, total)
+        return m
+
+
+class BeatProducts(wiring.Component):
+    """Products of ``lanes`` codeword pairs and their sum, on carry chains only (no LUT4, no DSP):
+    :class:`ProductPlanes` (the AND-gated partial products of two lanes per chain) then
+    :class:`PlaneSum` (a registered tree of chain adders). ``sim/formal.py`` proves each part.
 
     Parameters
     ----------
@@ -184,23 +290,17 @@ class BeatProducts(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, en = self.config, self.en
-        e = cfg.entry_bits
-        lo, hi = cfg.entry_min, cfg.entry_max
-        x, w = self.x_words, self.w_words
-        # Bit planes: the bit-b terms of lanes j and j+1 share the first-level chain.
-        terms = [Term(x[j], lo, hi, shift=b, gate=w[j][b], neg=b == e - 1) for b in range(e) for j in range(self.lanes)]
-        first = [chain_add(m, f"pp{k // 2}", terms[k], terms[k + 1], mode=self.cells) for k in range(0, len(terms), 2)]
-        first = [Term(register(m, f"pp_r{k}", t.value, en), t.lo, t.hi, t.shift, neg=t.neg) for k, t in enumerate(first)]
-        total, regs, left = pipelined_tree(m, "tree", first, mode=self.cells, en=en)
-        assert total.shift == 0 and not total.neg and not left and regs + 1 == self.latency
-        m.d.comb += self.beat_sum.eq(total.value)
+        m.submodules.planes = planes = ProductPlanes(self.config, self.lanes, cells=self.cells)
+        m.submodules.plane_sum = total = PlaneSum(self.config, self.lanes, cells=self.cells)
+        m.d.comb += [planes.en.eq(self.en), planes.w_words.eq(self.w_words), planes.x_words.eq(self.x_words),
+                     total.en.eq(self.en), total.planes.eq(planes.planes), self.beat_sum.eq(total.beat_sum)]
+        assert planes.latency + total.latency == self.latency
         # Trace tap: the products themselves exist only here (a simulator reads them; nothing in
         # the design does, so synthesis removes them).
         prods = []
         for j in range(self.lanes):
             pj = Signal(signed(self.arith.product_bits), name=f"product{j}")
-            m.d.comb += pj.eq(w[j] * x[j])
+            m.d.comb += pj.eq(self.w_words[j] * self.x_words[j])
             prods.append(pj)
         self._taps = {"products": (tuple(prods), 0), "beat_sums": ((self.beat_sum,), self.latency)}
         return m

@@ -34,7 +34,7 @@ from amaranth import Cat, Const, Mux, Signal, signed, unsigned
 from amaranth.hdl import Instance
 
 __all__ = ["Term", "lut_init", "carry_chain", "chain_add", "chain_acc", "range_bits", "range_shape",
-           "pipelined_tree", "register", "tree_levels", "MODES"]
+           "pipelined_tree", "register", "tree_levels", "adder_value", "MODES"]
 
 MODES = ("ccu2c", "model", "rtl")
 
@@ -137,7 +137,7 @@ class Term:
         return v[q]
 
 
-def chain_add(m, name, u: Term, v: Term, *, mode, cin=None):
+def chain_add(m, name, u: Term, v: Term, *, mode, cin=None, log=None):
     """``u + v (+ cin)`` on one carry chain, AND gates folded in. Returns a plain ``Term`` of the
     exact range (shift = the smaller of the two shifts). Gated terms may sit on either side.
 
@@ -159,6 +159,8 @@ def chain_add(m, name, u: Term, v: Term, *, mode, cin=None):
     neg = u.neg and v.neg
     width, sgn = range_bits(lo, hi)
     out = Signal(signed(width) if sgn else unsigned(width), name=name)
+    if log is not None:
+        log.append(("add", Term(out, lo, hi, s, neg=neg), u, v, cin))
     if mode == "rtl":
         def val(t):
             x = t.value
@@ -250,12 +252,30 @@ def tree_levels(n):
     return levels
 
 
-def pipelined_tree(m, name, terms, *, mode, en, carries=(), reg_every=1):
+def adder_value(u: Term, v: Term, cin=None):
+    """What :func:`chain_add` computes, as a plain Amaranth expression (exact, no truncation):
+    ``u + v (+ cin)``, or ``u - v`` for one ``neg`` operand, gates and shifts applied (two
+    negatives add their magnitudes)."""
+    s = min(u.shift, v.shift)
+
+    def val(t):
+        x = t.value
+        if t.gate is not None:
+            x = Mux(~t.gate if t.gate_inv else t.gate, x, 0)
+        return x << (t.shift - s)
+    if u.neg != v.neg:
+        pos, neg = (v, u) if u.neg else (u, v)
+        return val(pos) - val(neg)
+    return val(u) + val(v) + (cin if cin is not None else 0)
+
+
+def pipelined_tree(m, name, terms, *, mode, en, carries=(), reg_every=1, log=None):
     """Sum ``terms`` (list of Term) with a balanced tree of chain adders, a register rank
     (enabled by ``en``) after every ``reg_every`` adder levels. Single-bit ``carries`` are
     absorbed as the adders' carry ins (one per adder). Returns ``(Term, register_levels,
     leftover_carries)``; the leftover carries (and the result) are valid ``register_levels``
-    enabled edges after ``terms``."""
+    enabled edges after ``terms``. ``log``: as for :func:`chain_add`, plus ``("reg", new, old)``
+    for each register rank's Terms."""
     terms, carries = list(terms), list(carries)
     pending = []          # carries registered alongside, consumed by later adders
     level = regs = 0
@@ -265,17 +285,20 @@ def pipelined_tree(m, name, terms, *, mode, en, carries=(), reg_every=1):
         for k in range(0, len(terms) - 1, 2):
             sub = terms[k].neg != terms[k + 1].neg
             cin = carries.pop() if (carries and not sub) else None
-            nxt.append(chain_add(m, f"{name}_l{level}_{k // 2}", terms[k], terms[k + 1], mode=mode, cin=cin))
+            nxt.append(chain_add(m, f"{name}_l{level}_{k // 2}", terms[k], terms[k + 1], mode=mode, cin=cin, log=log))
         if len(terms) % 2:
             t = terms[-1]
             if t.gate is not None:   # a lone gated leaf: one chain computes the AND itself
-                t = chain_add(m, f"{name}_l{level}_odd", t, Term(Const(0, 1), 0, 0, t.shift), mode=mode)
+                t = chain_add(m, f"{name}_l{level}_odd", t, Term(Const(0, 1), 0, 0, t.shift), mode=mode, log=log)
             nxt.append(t)
         terms = nxt
         level += 1
         if level % reg_every == 0 or len(terms) == 1:
-            terms = [Term(register(m, f"{name}_r{level}_{k}", t.value, en), t.lo, t.hi, t.shift, neg=t.neg)
-                     for k, t in enumerate(terms)]
+            regd = [Term(register(m, f"{name}_r{level}_{k}", t.value, en), t.lo, t.hi, t.shift, neg=t.neg)
+                    for k, t in enumerate(terms)]
+            if log is not None:
+                log += [("reg", new, old) for new, old in zip(regd, terms)]
+            terms = regd
             carries = [register(m, f"{name}_rc{level}_{k}", c, en) for k, c in enumerate(carries)]
             regs += 1
     return terms[0], regs, carries

@@ -5,7 +5,6 @@ from helpers import exactly
 import pytest
 
 from bcq.hw.bcq_block import BeatProducts, CodewordDecode
-from bcq.hw.bcq_dot import BCQDot
 from bcq.sw.formats.config import DEFAULT
 from sim import formal, formal_spec
 
@@ -56,5 +55,5 @@ def test_unknown_proof_name_is_a_clear_error(capsys):
 def test_depths_follow_the_pipeline():
     # The argued depths are computed from the units' latencies, not typed in.
     assert formal_spec.decode_depth(DEFAULT) == 2 * CodewordDecode.latency + 2
-    assert formal_spec.products_depth(DEFAULT) == BeatProducts.latency + 2
-    assert formal_spec.stream_depth(DEFAULT) == DEFAULT.blocks_per_array + BCQDot.latency + 2
+    assert formal_spec.products_depth(DEFAULT) == BeatProducts(DEFAULT, DEFAULT.block_len).latency + 2
+    assert formal_spec.stream_depth(DEFAULT) == DEFAULT.blocks_per_array + formal_spec.stream_dut(DEFAULT).latency + 2
