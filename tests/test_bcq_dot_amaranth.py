@@ -15,10 +15,12 @@ from bcq.sw.contract.beats import bcq_vector_beats
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import ConfigError
 
-# (config, B, scale multiplier): the chain multiplier (the -nodsp build) on both scale formats.
-CONFIGS = [(BCQConfig(), 1, "dsp"), (BCQConfig(block_len=4, n_codebooks=4), 1, "dsp"), (BCQConfig(n_codebooks=1), 1, "dsp"),
-           (BCQConfig(scale_format="e8m0"), 1, "dsp"), (BCQConfig(), 2, "dsp"), (BCQConfig(), 1, "chain"),
-           (BCQConfig(scale_format="e8m0"), 1, "chain")]
+# (config, B, scale multiplier, cells): the chain multiplier (the -nodsp build) on both scale
+# formats; the plain-RTL chains once (the CCU2C netlist runs in the Verilator tests).
+CONFIGS = [(BCQConfig(), 1, "dsp", "model"), (BCQConfig(block_len=4, n_codebooks=4), 1, "dsp", "model"),
+           (BCQConfig(n_codebooks=1), 1, "dsp", "model"), (BCQConfig(scale_format="e8m0"), 1, "dsp", "model"),
+           (BCQConfig(), 2, "dsp", "model"), (BCQConfig(), 1, "chain", "model"),
+           (BCQConfig(scale_format="e8m0"), 1, "chain", "model"), (BCQConfig(entry_bits=8), 1, "chain", "rtl")]
 
 
 def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
@@ -36,10 +38,10 @@ def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
 
 # The Amaranth simulator runs the Amaranth model of the CCU2C cells (cells="model"; the
 # Verilator tests run the CCU2C netlist itself, tests/test_chains.py proves the two equal).
-@pytest.mark.parametrize("cfg,bpc,mult", CONFIGS, ids=lambda v: str(v))
-def test_matches_golden_with_stalls(cfg, bpc, mult, seed):
+@pytest.mark.parametrize("cfg,bpc,mult,cells", CONFIGS, ids=lambda v: str(v))
+def test_matches_golden_with_stalls(cfg, bpc, mult, cells, seed):
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
-    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=8 * cfg.array_len, scale_multiplier=mult, cells="model")
+    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=8 * cfg.array_len, scale_multiplier=mult, cells=cells)
     cases = make_cases(cfg, cb, seed=seed, count=12, max_len=8 * cfg.array_len)
     got = run(dut, cases, cb, seed)
     for k, (case, g) in enumerate(zip(cases, got)):
