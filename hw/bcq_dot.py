@@ -70,7 +70,7 @@ class BCQDot(wiring.Component):
 
     Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
     Latency: ``latency`` enabled cycles from the clock edge that accepts a vector's ``last``
-    beat to ``o.valid`` (15 for the default config with ``"dsp"``): codebook read, codeword
+    beat to ``o.valid`` (13 for the default config with ``"dsp"``, 16 with ``"chain"``): codebook read, codeword
     register, product chains (``BlockDatapath.latency``), array sum with the scale decode and
     mantissa product, fine shift, scale multiply (1 register, or the chain tree's levels),
     coarse shifts, shift-accumulate.

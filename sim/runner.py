@@ -31,8 +31,9 @@ CELL_MODELS = Path(__file__).resolve().parent / "ecp5_cells.v"
 
 def with_cell_models(text):
     """The Verilog a simulator reads: the design text unchanged (what synthesis reads), followed
-    by the behavioural models of the FPGA primitives it instantiates, if any."""
-    if re.search(r"^\s*CCU2C\b", text, re.M):
+    by the behavioural models of the FPGA primitives it instantiates, if any (once: a text
+    that already carries them, such as a harness run's stored ``design.v``, is returned as is)."""
+    if re.search(r"^\s*CCU2C\b", text, re.M) and not re.search(r"^module CCU2C\b", text, re.M):
         return text + "\n" + CELL_MODELS.read_text()
     return text
 
