@@ -3,7 +3,7 @@ sum over one beat's blocks. :class:`bcq.hw.bcq_dot.BCQDot` instantiates it; ``si
 proves it equal to a separately written specification (``sim/formal_spec.py``) for all inputs."""
 
 
-from amaranth import Cat, Module, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,12 +11,14 @@ from bcq.sw.contract.beats import bcq_beat_layout
 from bcq.sw.contract.geometry import BeatGeometry
 from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.errors import ConfigError
 from bcq.sw.formats.golden import Arithmetic
 
-from .pipeline import enabled_reg, tree_sum, write_port_signature
+from .chains import MODES, Term, chain_add, pipelined_tree, register, tree_levels
+from .pipeline import enabled_reg, write_port_signature
 
 __all__ = ["BlockDatapath", "CodewordDecode", "BeatProducts", "codebook_write_signature", "codebook_address",
-           "codebook_lookup"]
+           "codebook_lookup", "products_latency", "ProductPlanes", "PlaneSum", "plane_layout", "plane_bit"]
 
 
 def codebook_write_signature(config: BCQConfig):
@@ -60,51 +62,72 @@ def _elaborated(component):
 class CodewordDecode(wiring.Component):
     """Codebook decode: the codewords of each beat's scalar pairs.
 
+    One copy of the Nc x 16 table serves two lanes of one operand (a block RAM has two ports):
+    port A is shared by the codebook write port and lane ``2k``'s lookup (one address, muxed
+    by ``cbw.en``; writes happen while no vector is in flight), port B serves lane ``2k + 1``.
+    That is ``B * block_len`` tables for both operands, one DP16KD each on ECP5 (half of one
+    table per lookup). Lanes always come in pairs (``block_len`` is even).
+
     Parameters
     ----------
-    geometry, codebooks, codebook_rom, external_x
+    geometry, codebooks, codebook_rom
         As for :class:`BlockDatapath`.
 
     Members
     -------
-    en, beat, cbw, x_words
+    en, beat, cbw
         As in :class:`BlockDatapath`.
     w_words, x_out : ``Out(data.ArrayLayout(signed(entry_bits), lanes))``
         The codewords ``cb[sel][idx]`` of the beat taken ``latency`` (= 2) enabled edges earlier
         (table read, codeword register), with the table as it was on the edge that took the beat.
+        A lookup of an even lane taken on an edge where ``cbw.en`` is high reads the written
+        address instead (the shared port): ``BCQDot``'s contract forbids that case.
     """
 
     latency = 2
 
-    def __init__(self, geometry: BeatGeometry, *, codebooks=None, codebook_rom=False, external_x=False):
+    def __init__(self, geometry: BeatGeometry, *, codebooks=None, codebook_rom=False):
         config = geometry.config
         self.config, self.geometry, self.lanes = config, geometry, geometry.scalars_per_beat
-        self.codebooks, self.codebook_rom, self.external_x = codebooks, codebook_rom, external_x
+        self.codebooks, self.codebook_rom = codebooks, codebook_rom
         words = data.ArrayLayout(signed(config.entry_bits), self.lanes)
         members = {"en": In(1), "beat": In(bcq_beat_layout(geometry)),
                    "w_words": Out(words), "x_out": Out(words)}
         if not codebook_rom:
             members["cbw"] = Out(codebook_write_signature(config))
-        if external_x:
-            members["x_words"] = In(words)
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         cfg, en, p = self.config, self.en, self.beat
         init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
-        for j in range(self.lanes):
-            for op, out in (("w", self.w_words), ("x", self.x_out)):
-                if op == "x" and self.external_x:
-                    word = self.x_words[j]   # already one edge behind, like a table read
+        depth = cfg.n_codebooks * cfg.n_entries
+        for op, out in (("w", self.w_words), ("x", self.x_out)):
+            def address(j):
+                sel = p[f"{op}_sel"][j // cfg.block_len] if cfg.selector_bits else None
+                return codebook_address(cfg, p[f"{op}_idx"][j], sel)
+            for k in range(0, self.lanes, 2):
+                # no_rw_check: the codebook is written while no vector is in flight (BCQDot's
+                # ``cbw`` contract); without it Yosys wraps every table in read-old-data collision
+                # logic (~20 LUT4 per table).
+                mem = memory.Memory(shape=signed(cfg.entry_bits), depth=depth, init=init, attrs={"no_rw_check": 1})
+                m.submodules[f"codebook_{op}{k // 2}"] = mem
+                ra, rb = mem.read_port(), mem.read_port()
+                if self.codebook_rom:
+                    m.d.comb += ra.addr.eq(address(k))
                 else:
-                    sel = p[f"{op}_sel"][j // cfg.block_len] if cfg.selector_bits else None
-                    word = codebook_lookup(m, f"codebook_{op}{j}", cfg, init,
-                                           None if self.codebook_rom else self.cbw,
-                                           codebook_address(cfg, p[f"{op}_idx"][j], sel), en)
-                # Codeword register: a block RAM's clock-to-output delay followed by a
-                # multiplier does not fit a 50 MHz ECP5 cycle; this costs one cycle of latency.
-                m.d.comb += out[j].eq(enabled_reg(m, en, f"c{op}{j}", signed(cfg.entry_bits), word))
+                    # One address signal for the write port and lane k's read: Yosys then maps
+                    # both onto the DP16KD's port A (an expression per port duplicates the table).
+                    a_addr = Signal(range(depth), name=f"{op}_port_a{k // 2}")
+                    m.d.comb += a_addr.eq(Mux(self.cbw.en, self.cbw.addr, address(k)))
+                    wp = mem.write_port()
+                    m.d.comb += [wp.addr.eq(a_addr), wp.en.eq(self.cbw.en), wp.data.eq(self.cbw.data),
+                                 ra.addr.eq(a_addr)]
+                m.d.comb += [rb.addr.eq(address(k + 1)), ra.en.eq(en), rb.en.eq(en)]
+                # Codeword register: a block RAM's clock-to-output delay followed by the product
+                # chains does not fit a 50 MHz ECP5 cycle; this costs one cycle of latency.
+                for j, rp in ((k, ra), (k + 1, rb)):
+                    m.d.comb += out[j].eq(enabled_reg(m, en, f"c{op}{j}", signed(cfg.entry_bits), rp.data))
         self._taps = {"w_codewords": (tuple(self.w_words[j] for j in range(self.lanes)), self.latency),
                       "x_codewords": (tuple(self.x_out[j] for j in range(self.lanes)), self.latency)}
         return m
@@ -115,14 +138,134 @@ class CodewordDecode(wiring.Component):
         return _elaborated(self)
 
 
-class BeatProducts(wiring.Component):
-    """Products of ``lanes`` codeword pairs and their sum.
+def plane_layout(config: BCQConfig, lanes):
+    """The first-level chain outputs of :class:`ProductPlanes`: one ``signed(entry_bits + 1)``
+    value per (weight bit ``b``, lane pair ``(2i, 2i + 1)``), index ``b * lanes // 2 + i``."""
+    return data.ArrayLayout(signed(config.entry_bits + 1), lanes * config.entry_bits // 2)
+
+
+def plane_bit(config: BCQConfig, lanes, k):
+    """The weight bit of plane value ``k`` (its weight is ``2**b``, negated for the sign bit)."""
+    return k // (lanes // 2)
+
+
+def products_latency(config: BCQConfig, lanes):
+    """Register levels of :class:`BeatProducts`: the first chain level (two lanes' partial
+    products of one weight bit), then a registered balanced tree of chain adders."""
+    return 1 + tree_levels(lanes * config.entry_bits // 2)
+
+
+class ProductPlanes(wiring.Component):
+    """First level of the product chains: for weight bit ``b`` and lanes ``2i, 2i + 1``,
+
+        ``planes[b * lanes / 2 + i] = (w[2i][b] ? x[2i] : 0) + (w[2i+1][b] ? x[2i+1] : 0)``
+
+    on one carry chain each (the two AND gates folded into the chain's LUTs), registered.
+    ``sum_j w_j x_j = sum_k s_k * 2**b_k * planes[k]`` with ``s_k = -1`` for the weight's sign
+    bit (``b = entry_bits - 1``) and +1 otherwise (two's complement; ``PlaneSum`` adds that up).
 
     Parameters
     ----------
     config : :class:`bcq.sw.formats.config.BCQConfig`
     lanes : int
-        Codeword pairs per beat.
+        Codeword pairs per beat (even).
+    cells : str
+        As for :class:`BeatProducts`.
+
+    Members
+    -------
+    en : ``In(1)``
+        Advance the pipeline (the registers' clock enable).
+    w_words, x_words : ``In(data.ArrayLayout(signed(entry_bits), lanes))``
+        Codewords of both operands.
+    planes : ``Out(plane_layout(config, lanes))``
+        The plane values of the words taken on the last enabled edge.
+    """
+
+    latency = 1
+
+    def __init__(self, config: BCQConfig, lanes, *, cells="ccu2c"):
+        if cells not in MODES:
+            raise ConfigError("cells", cells, MODES)
+        self.config, self.lanes, self.cells = config, lanes, cells
+        words = data.ArrayLayout(signed(config.entry_bits), lanes)
+        super().__init__({"en": In(1), "w_words": In(words), "x_words": In(words),
+                          "planes": Out(plane_layout(config, lanes))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, x, w = self.config, self.x_words, self.w_words
+        e, lo, hi = cfg.entry_bits, cfg.entry_min, cfg.entry_max
+        for b in range(e):
+            for i in range(self.lanes // 2):
+                k = b * (self.lanes // 2) + i
+                # The sign bit's terms are marked ``neg`` only so that chain_add accepts the pair;
+                # two negatives add as -(|u| + |v|): the chain computes the plain sum of the gated
+                # values either way, and PlaneSum applies the sign.
+                u, v = (Term(x[j], lo, hi, shift=0, gate=w[j][b]) for j in (2 * i, 2 * i + 1))
+                t = chain_add(m, f"pp{k}", u, v, mode=self.cells)
+                m.d.comb += self.planes[k].eq(register(m, f"pp_r{k}", t.value, self.en))
+        return m
+
+
+class PlaneSum(wiring.Component):
+    """The sum of the plane values, ``sum_k s_k * 2**b_k * planes[k]`` (see
+    :class:`ProductPlanes`), on a balanced tree of carry-chain adders with a register after every
+    level (the sign-bit planes are subtracted: inverted operand, carry in 1).
+
+    Parameters
+    ----------
+    config, lanes, cells
+        As for :class:`ProductPlanes`.
+
+    Members
+    -------
+    en : ``In(1)``
+        Advance the pipeline.
+    planes : ``In(plane_layout(config, lanes))``
+    beat_sum : ``Out(signed(block_sum_bits(lanes)))``
+        The sum for the planes taken ``latency`` enabled edges earlier
+        (``tree_levels(lanes * entry_bits / 2)``).
+    """
+
+    def __init__(self, config: BCQConfig, lanes, *, cells="ccu2c"):
+        if cells not in MODES:
+            raise ConfigError("cells", cells, MODES)
+        self.config, self.lanes, self.cells = config, lanes, cells
+        self.arith = Arithmetic(config)
+        self.latency = tree_levels(lanes * config.entry_bits // 2)
+        super().__init__({"en": In(1), "planes": In(plane_layout(config, lanes)),
+                          "beat_sum": Out(signed(self.arith.block_sum_bits(lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        e = cfg.entry_bits
+        lo, hi = 2 * cfg.entry_min, 2 * cfg.entry_max
+        terms = [Term(self.planes[k], lo, hi, shift=plane_bit(cfg, self.lanes, k), neg=plane_bit(cfg, self.lanes, k) == e - 1)
+                 for k in range(len(self.planes))]
+        log = []
+        total, regs, left = pipelined_tree(m, "tree", terms, mode=self.cells, en=self.en, log=log)
+        assert total.shift == 0 and not total.neg and not left and regs == self.latency
+        m.d.comb += self.beat_sum.eq(total.value)
+        # The tree's structure, for the proof (sim/formal_spec.py: products_harness).
+        self._structure = (terms, log, total)
+        return m
+
+
+class BeatProducts(wiring.Component):
+    """Products of ``lanes`` codeword pairs and their sum, on carry chains only (no LUT4, no DSP):
+    :class:`ProductPlanes` (the AND-gated partial products of two lanes per chain) then
+    :class:`PlaneSum` (a registered tree of chain adders). ``sim/formal.py`` proves each part.
+
+    Parameters
+    ----------
+    config : :class:`bcq.sw.formats.config.BCQConfig`
+    lanes : int
+        Codeword pairs per beat (even).
+    cells : str
+        ``"ccu2c"`` (ECP5 CCU2C instances: synthesis, Verilator), ``"model"`` (the same cells
+        modelled in Amaranth: Amaranth simulator, formal) or ``"rtl"`` (plain ``&``/``+``).
 
     Members
     -------
@@ -131,26 +274,35 @@ class BeatProducts(wiring.Component):
     w_words, x_words : ``In(data.ArrayLayout(signed(entry_bits), lanes))``
         Codewords of both operands.
     beat_sum : ``Out(signed(block_sum_bits(lanes)))``
-        ``sum_j w_words[j] * x_words[j]`` of the words taken ``latency`` (= 2) enabled edges
-        earlier (product registers, sum register).
+        ``sum_j w_words[j] * x_words[j]`` of the words taken ``latency`` enabled edges earlier
+        (``products_latency``: 1 + ceil(log2(lanes * entry_bits / 2)), 6 for 8 lanes of INT6).
     """
 
-    latency = 2
-
-    def __init__(self, config: BCQConfig, lanes):
-        self.config, self.lanes = config, lanes
+    def __init__(self, config: BCQConfig, lanes, *, cells="ccu2c"):
+        if cells not in MODES:
+            raise ConfigError("cells", cells, MODES)
+        self.config, self.lanes, self.cells = config, lanes, cells
         self.arith = Arithmetic(config)
+        self.latency = products_latency(config, lanes)
         words = data.ArrayLayout(signed(config.entry_bits), lanes)
         super().__init__({"en": In(1), "w_words": In(words), "x_words": In(words),
                           "beat_sum": Out(signed(self.arith.block_sum_bits(lanes)))})
 
     def elaborate(self, platform):
         m = Module()
-        ar, en = self.arith, self.en
-        prods = [enabled_reg(m, en, f"prod{j}", signed(ar.product_bits), self.w_words[j] * self.x_words[j])
-                 for j in range(self.lanes)]
-        m.d.comb += self.beat_sum.eq(enabled_reg(m, en, "sum", self.beat_sum.shape(), tree_sum(prods)))
-        self._taps = {"products": (tuple(prods), 1), "beat_sums": ((self.beat_sum,), self.latency)}
+        m.submodules.planes = planes = ProductPlanes(self.config, self.lanes, cells=self.cells)
+        m.submodules.plane_sum = total = PlaneSum(self.config, self.lanes, cells=self.cells)
+        m.d.comb += [planes.en.eq(self.en), planes.w_words.eq(self.w_words), planes.x_words.eq(self.x_words),
+                     total.en.eq(self.en), total.planes.eq(planes.planes), self.beat_sum.eq(total.beat_sum)]
+        assert planes.latency + total.latency == self.latency
+        # Trace tap: the products themselves exist only here (a simulator reads them; nothing in
+        # the design does, so synthesis removes them).
+        prods = []
+        for j in range(self.lanes):
+            pj = Signal(signed(self.arith.product_bits), name=f"product{j}")
+            m.d.comb += pj.eq(self.w_words[j] * self.x_words[j])
+            prods.append(pj)
+        self._taps = {"products": (tuple(prods), 0), "beat_sums": ((self.beat_sum,), self.latency)}
         return m
 
     def stage_taps(self):
@@ -169,8 +321,8 @@ class BlockDatapath(wiring.Component):
         Initial table contents (zeros if None).
     codebook_rom : bool
         Bake ``codebooks`` in (no ``cbw`` port).
-    external_x : bool
-        Activation codewords come from ``x_words`` instead of a lookup here.
+    cells : str
+        How the product chains are built (:class:`BeatProducts`).
 
     Members
     -------
@@ -179,26 +331,24 @@ class BlockDatapath(wiring.Component):
     beat : ``In(bcq_beat_layout(geometry))``
         Operands taken on each enabled edge; only the index and selector fields are read.
     cbw : ``Out(codebook_write_signature(config))`` (absent with ``codebook_rom``)
-    x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
-        Codewords of the beat taken on the previous enabled edge.
     beat_sum : ``Out(signed(block_sum_bits))``
         ``sum_j cb[w_sel(j)][w_idx[j]] * cb[x_sel(j)][x_idx[j]]`` over the beat's scalars, for
         the beat taken ``latency`` enabled edges earlier, with the table as it was on the
         edge that took the beat (a write on that same edge is not seen).
 
-    Latency: ``latency`` (= 4) enabled edges: table read, codeword register (``CodewordDecode``),
-    products, sum (``BeatProducts``). ``sim/formal.py`` proves each part against the spec.
+    Latency: ``latency`` enabled edges: table read, codeword register (``CodewordDecode``),
+    then the product chains (``BeatProducts``; 8 for the default config). ``sim/formal.py``
+    proves each part against the spec.
     """
 
-    latency = CodewordDecode.latency + BeatProducts.latency
-
     def __init__(self, geometry: BeatGeometry, *, codebooks: Codebooks | None = None,
-                 codebook_rom=False, external_x=False):
+                 codebook_rom=False, cells="ccu2c"):
         config = geometry.config
         self.config, self.geometry = config, geometry
-        self.codebooks, self.codebook_rom, self.external_x = codebooks, bool(codebook_rom), bool(external_x)
+        self.codebooks, self.codebook_rom, self.cells = codebooks, bool(codebook_rom), cells
         self.lanes = geometry.scalars_per_beat
         self.arith = Arithmetic(config)
+        self.latency = CodewordDecode.latency + products_latency(config, self.lanes)
         members = {
             "en": In(1),
             "beat": In(bcq_beat_layout(geometry)),
@@ -206,21 +356,17 @@ class BlockDatapath(wiring.Component):
         }
         if not self.codebook_rom:
             members["cbw"] = Out(codebook_write_signature(config))
-        if self.external_x:
-            members["x_words"] = In(data.ArrayLayout(signed(config.entry_bits), self.lanes))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.decode = dec = CodewordDecode(
-            self.geometry, codebooks=self.codebooks, codebook_rom=self.codebook_rom, external_x=self.external_x)
-        m.submodules.products = mul = BeatProducts(self.config, self.lanes)
+            self.geometry, codebooks=self.codebooks, codebook_rom=self.codebook_rom)
+        m.submodules.products = mul = BeatProducts(self.config, self.lanes, cells=self.cells)
         m.d.comb += [dec.en.eq(self.en), dec.beat.eq(self.beat), mul.en.eq(self.en),
                      mul.w_words.eq(dec.w_words), mul.x_words.eq(dec.x_out), self.beat_sum.eq(mul.beat_sum)]
         if not self.codebook_rom:
             wiring.connect(m, wiring.flipped(self.cbw), dec.cbw)
-        if self.external_x:
-            m.d.comb += dec.x_words.eq(self.x_words)
         self._taps = (dec, mul)
         return m
 

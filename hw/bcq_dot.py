@@ -4,8 +4,8 @@ Computes, for each vector, the exact fixed-point dot product defined in docs/ari
 (and by the golden model, ``bcq.sw.formats.golden.dot_fixed``), from two LO-BCQ-encoded operand streams.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bcq.sw.contract.beats import bcq_beat_layout
@@ -15,11 +15,15 @@ from bcq.sw.formats.config import DEFAULT, BCQConfig
 from bcq.sw.formats.errors import ConfigError
 from bcq.sw.formats.golden import DEFAULT_MAX_LEN, Arithmetic
 
-from .bcq_block import BlockDatapath, codebook_write_signature
+from .bcq_block import BlockDatapath, CodewordDecode, codebook_write_signature, products_latency
+from .chains import MODES, Term, chain_acc, chain_add, pipelined_tree, tree_levels
 from .pipeline import Pipeline
 from .scale import decode_scale
 
-__all__ = ["BCQDot"]
+__all__ = ["BCQDot", "SCALE_MULTIPLIERS"]
+
+
+SCALE_MULTIPLIERS = ("dsp", "chain")
 
 
 class BCQDot(wiring.Component):
@@ -38,10 +42,16 @@ class BCQDot(wiring.Component):
         Initial codebook contents (zeros if None).
     codebook_rom : bool
         Bake ``codebooks`` in as a ROM (no ``cbw`` port).
-    external_x : bool
-        Take the activation codewords from the ``x_words`` port instead of looking them up
-        (an engine of several units shares one activation lookup); ``x_idx``/``x_sel`` of the
-        beat are then unused.
+    scale_multiplier : str
+        Where the array sum is multiplied by the scale mantissas: ``"dsp"`` (a ``*`` that Yosys
+        maps onto one MULT18X18D; for targets with DSPs) or ``"chain"`` (AND-gated carry chains,
+        for a target without DSPs: ``synth_ecp5 -nodsp`` would otherwise build the ``*`` from
+        LUT4s). Both are exact.
+    cells : str
+        How the carry chains are built: ``"ccu2c"`` (ECP5 ``CCU2C`` instances; what synthesis,
+        ``bcq verilog`` and Verilator/Icarus get, the latter with ``sim/ecp5_cells.v``),
+        ``"model"`` (an Amaranth model of the same cells with the same INIT values, for the
+        Amaranth simulator and the proofs) or ``"rtl"`` (plain ``&``/``+``).
 
     Members
     -------
@@ -53,43 +63,46 @@ class BCQDot(wiring.Component):
         One exact accumulator per vector; value ``o.payload * 2**out_exp * ts_w * ts_x``.
         Back-pressure stalls the whole pipeline: no result is lost or duplicated.
     cbw : ``Out(codebook_write_signature(config))`` (absent with ``codebook_rom``)
-        Writes one codebook entry per cycle. Write while no vector is in flight.
-    x_words : ``In(data.ArrayLayout(signed(entry_bits), B * block_len))`` (with ``external_x``)
-        The codewords of the beat accepted on the previous clock edge, read from memories
-        enabled by ``i.ready`` (so they hold while the unit stalls).
+        Writes one codebook entry per cycle. Write while no vector is in flight (a table port
+        is shared by the write and a lookup).
 
     Trace taps: :meth:`trace_taps` (docs/arithmetic.md section 6, ``bcq trace``).
 
     Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
-    Latency: ``latency`` (= 7) cycles from the clock edge that accepts a vector's ``last``
-    beat to ``o.valid``: codebook read, codeword register, products, beat adder tree, array
-    sum, scale multiply, shift-accumulate.
+    Latency: ``latency`` enabled cycles from the clock edge that accepts a vector's ``last``
+    beat to ``o.valid`` (13 for the default config with ``"dsp"``, 16 with ``"chain"``): codebook read, codeword
+    register, product chains (``BlockDatapath.latency``), array sum with the scale decode and
+    mantissa product, fine shift, scale multiply (1 register, or the chain tree's levels),
+    coarse shifts, shift-accumulate.
     """
 
-    # Block datapath (4), then array sum + scale product, scaling, shift-accumulate.
-    latency = BlockDatapath.latency + 3
-
     def __init__(self, config: BCQConfig = DEFAULT, *, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN,
-                 codebooks: Codebooks | None = None, codebook_rom=False, external_x=False):
+                 codebooks: Codebooks | None = None, codebook_rom=False, scale_multiplier="dsp", cells="ccu2c"):
         self.geometry = BeatGeometry(config, blocks_per_cycle)
         if codebooks is not None and codebooks.config != config:
             raise ConfigError("codebooks", codebooks.config.describe(), f"codebooks for {config.describe()}")
         if codebook_rom and codebooks is None:
             raise ConfigError("codebook_rom", True, "only with codebooks given")
+        if scale_multiplier not in SCALE_MULTIPLIERS:
+            raise ConfigError("scale_multiplier", scale_multiplier, SCALE_MULTIPLIERS)
+        if cells not in MODES:
+            raise ConfigError("cells", cells, MODES)
         self.config = config
         self.blocks_per_cycle = self.geometry.blocks_per_cycle
         self.arith = Arithmetic(config, max_len)
         self.codebooks = codebooks
         self.codebook_rom = bool(codebook_rom)
-        self.external_x = bool(external_x)
+        self.scale_multiplier, self.cells = scale_multiplier, cells
+        self._plan = _ScalePlan(config, self.arith, scale_multiplier)
+        self.datapath_latency = CodewordDecode.latency + products_latency(config, self.macs_per_cycle)
+        # Datapath, array sum (+ scale decode), fine shift, multiply, coarse shifts, accumulate.
+        self.latency = self.datapath_latency + 1 + 1 + self._plan.mult_latency + self._plan.coarse_stages + 1
         members = {
             "i": In(stream.Signature(bcq_beat_layout(self.geometry))),
             "o": Out(stream.Signature(signed(self.arith.acc_bits))),
         }
         if not self.codebook_rom:
             members["cbw"] = Out(codebook_write_signature(config))
-        if self.external_x:
-            members["x_words"] = In(data.ArrayLayout(signed(config.entry_bits), self.macs_per_cycle))
         super().__init__(members)
 
     # Figures that tests, docs and benches read --------------------------------------------
@@ -111,7 +124,7 @@ class BCQDot(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, ar = self.config, self.arith
+        cfg, ar, plan, cells = self.config, self.arith, self._plan, self.cells
         p = self.i.payload
 
         pipe = Pipeline(m, self.i, self.o)
@@ -121,63 +134,99 @@ class BCQDot(wiring.Component):
 
         # Array boundaries come from a beat counter (or an early `last`).
         beat = Signal(range(self.beats_per_array))
-        arr_end = Signal()
-        m.d.comb += arr_end.eq((beat == self.beats_per_array - 1) | p.last)
+        arr_first, arr_end = Signal(), Signal()
+        m.d.comb += [arr_first.eq(beat == 0), arr_end.eq((beat == self.beats_per_array - 1) | p.last)]
         with m.If(take):
             m.d.sync += beat.eq(Mux(arr_end, 0, beat + 1))
 
-        # Stages 1-4: decode, codeword register, products, beat sum (the formally proven part).
+        # Stages 1..D: decode, codeword register, product chains (the formally proven part).
         m.submodules.datapath = dp = BlockDatapath(
-            self.geometry, codebooks=self.codebooks,
-            codebook_rom=self.codebook_rom, external_x=self.external_x)
+            self.geometry, codebooks=self.codebooks, codebook_rom=self.codebook_rom, cells=cells)
+        assert dp.latency == self.datapath_latency
         m.d.comb += [dp.en.eq(en), dp.beat.eq(p)]
         if not self.codebook_rom:
             wiring.connect(m, wiring.flipped(self.cbw), dp.cbw)
-        if self.external_x:
-            m.d.comb += dp.x_words.eq(self.x_words)
         beat_sum = dp.beat_sum
 
-        # Side band (valid, array end, last, scales) delayed to line up with beat_sum.
-        side = (self.i.valid, arr_end, p.last, p.w_scale, p.x_scale)
+        # Side band (valid, array start/end, last, scales) delayed to line up with beat_sum
+        # (flip-flops with clock enable only).
+        names = ("valid", "first", "end", "last", "w_scale", "x_scale")
+        shapes = (1, 1, 1, 1, cfg.scale_bits, cfg.scale_bits)
+        side = (self.i.valid, arr_first, arr_end, p.last, p.w_scale, p.x_scale)
         side_valid = [self.i.valid]   # side_valid[k]: a beat taken k enabled edges ago
-        for k in range(BlockDatapath.latency):
-            side = tuple(pipe.reg(f"s{k + 1}_{n}", shape, v) for n, shape, v in
-                         zip(("valid", "end", "last", "w_scale", "x_scale"), (1, 1, 1, cfg.scale_bits, cfg.scale_bits), side))
+        for k in range(self.datapath_latency):
+            side = tuple(pipe.reg(f"s{k + 1}_{n}", shape, v) for n, shape, v in zip(names, shapes, side))
             side_valid.append(side[0])
-        d_valid, d_end, d_last, d_wsc, d_xsc = side
+        d_valid, d_first, d_end, d_last, d_wsc, d_xsc = side
 
-        # Stage 5: array sum P_a; decode both scales, multiply mantissas, add exponents.
-        arr_acc = Signal(signed(ar.array_sum_bits))
-        total = Signal(signed(ar.array_sum_bits))
-        m.d.comb += total.eq(arr_acc + beat_sum)
+        # Array sum P_a: beat_sum + (first ? 0 : acc) on one carry chain (the restart folded in).
+        arr_acc = Signal(signed(ar.array_sum_bits), name="array_acc")
+        total = chain_acc(m, "array_add", beat_sum, d_first, arr_acc, Const(0, ar.array_sum_bits),
+                          ar.array_sum_bits, mode=cells)
         with m.If(en & d_valid):
-            m.d.sync += arr_acc.eq(Mux(d_end, 0, total))
+            m.d.sync += arr_acc.eq(total)
+        # ... and the scales of the array: decode, mantissa product (AND-gated chains), exponent sum.
         fmt = cfg.scale
         mw, ew = decode_scale(m, d_wsc, fmt, "w_scale")
         mx, ex = decode_scale(m, d_xsc, fmt, "x_scale")
-        s4_p = stage("s4_array_sum", signed(ar.array_sum_bits), total)
-        s4_mant = stage("s4_mant", unsigned(ar.mant_product_bits), mw * mx)
-        s4_shift = stage("s4_shift", unsigned(ar.exp_sum_bits), ew + ex)
-        s4_valid = stage("s4_valid", 1, d_valid & d_end)
-        s4_last = stage("s4_last", 1, d_last)
+        mant = plan.mantissa_product(m, mw, mx, cells)
+        s_p = stage("s_array_sum", signed(ar.array_sum_bits), total)
+        s_mant = stage("s_mant", unsigned(ar.mant_product_bits), mant)
+        s_shift = stage("s_shift", unsigned(ar.exp_sum_bits), ew + ex)
+        s_valid = stage("s_valid", 1, d_valid & d_end)
+        s_last = stage("s_last", 1, d_last)
 
-        # Stage 6: scale the array sum by the mantissa product (E8M0: mantissas are 1).
-        pm_shape = signed(ar.array_sum_bits + (ar.mant_product_bits if fmt.mant_bits else 0))
-        s5_pm = stage("s5_scaled", pm_shape, s4_p * s4_mant if fmt.mant_bits else s4_p)
-        s5_shift = stage("s5_shift", unsigned(ar.exp_sum_bits), s4_shift)
-        s5_valid = stage("s5_valid", 1, s4_valid)
-        s5_last = stage("s5_last", 1, s4_last)
+        # Fine shift folded into the multiplier operand: m' = m << (shift mod 8).
+        f_m = stage("f_mant", unsigned(plan.mult_bits), s_mant << s_shift[:plan.fine_bits])
+        f_q = stage("f_coarse", unsigned(plan.coarse_bits), s_shift[plan.fine_bits:]) if plan.coarse_bits else None
+        f_p = stage("f_array_sum", signed(ar.array_sum_bits), s_p)
+        f_valid, f_last = stage("f_valid", 1, s_valid), stage("f_last", 1, s_last)
 
-        # Stage 7: exponent as a left shift, accumulate over arrays, emit on `last`.
-        term = Signal(signed(ar.scaled_bits))
-        m.d.comb += term.eq(s5_pm << s5_shift)
-        acc_next = pipe.accumulate(term, s5_valid, s5_last, ar.acc_bits)
+        # V = P * m': one DSP, or a registered tree of AND-gated chains.
+        if self.scale_multiplier == "dsp":
+            v = stage("v_product", signed(plan.v_bits), f_p * f_m)
+        else:
+            lo, hi = -(1 << (ar.array_sum_bits - 1)), (1 << (ar.array_sum_bits - 1)) - 1
+            terms = [Term(f_p, lo, hi, shift=b, gate=f_m[b]) for b in range(plan.mult_bits)]
+            tot, regs, _ = pipelined_tree(m, "v_tree", terms, mode=cells, en=en)
+            assert regs == plan.mult_latency
+            v = Signal(signed(plan.v_bits), name="v_product")
+            m.d.comb += v.eq(tot.value)
+        q, vv, vl = f_q, f_valid, f_last
+        for k in range(plan.mult_latency):
+            q = stage(f"v_coarse{k}", unsigned(plan.coarse_bits), q) if plan.coarse_bits else None
+            vv, vl = stage(f"v_valid{k}", 1, vv), stage(f"v_last{k}", 1, vl)
+
+        # Coarse shift by 8 * q: all 2:1 stages but the last in LUTs, the last one folded into
+        # the accumulator's chain (acc + (q_top ? V << top : V)).
+        for k in range(plan.coarse_stages):
+            v = stage(f"c_shift{k}", signed(len(v) + (plan.fine_span << k)), Mux(q[k], v << (plan.fine_span << k), v))
+            q, vv, vl = stage(f"c_coarse{k}", unsigned(plan.coarse_bits), q), stage(f"c_valid{k}", 1, vv), stage(f"c_last{k}", 1, vl)
+        acc = Signal(signed(ar.acc_bits), name="vec_acc")
+        low = Signal(signed(ar.acc_bits), name="t_low")
+        m.d.comb += low.eq(v)
+        if plan.coarse_bits:
+            top = plan.fine_span << plan.coarse_stages
+            high = Signal(signed(ar.acc_bits), name="t_high")
+            m.d.comb += high.eq(v << top)
+            acc_next = chain_acc(m, "vec_add", acc, q[plan.coarse_stages], low, high, ar.acc_bits, mode=cells)
+            term = Signal(signed(ar.acc_bits), name="scaled_sum")   # trace tap only
+            m.d.comb += term.eq(Mux(q[plan.coarse_stages], high, low))
+        else:
+            acc_next = chain_acc(m, "vec_add", acc, Const(0, 1), low, low, ar.acc_bits, mode=cells)
+            term = low
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(vv & vl)
+            with m.If(vv):
+                # A vector's last array restarts the accumulator (a synchronous reset of the
+                # flip-flops: no LUT).
+                m.d.sync += [acc.eq(Mux(vl, 0, acc_next)), self.o.payload.eq(acc_next)]
 
         # Trace taps (trace_taps): only read by a simulator, so they cost no logic.
         self._taps = (dp, side_valid, en, {
-            "array_sums": ((s4_p,), s4_valid & en), "scale_mants": ((s4_mant,), s4_valid & en),
-            "scale_shifts": ((s4_shift,), s4_valid & en), "scaled_sums": ((term,), s5_valid & en),
-            "accumulator": ((acc_next,), s5_valid & en), "output": ((self.o.payload,), self.o.valid & self.o.ready)})
+            "array_sums": ((s_p,), s_valid & en), "scale_mants": ((s_mant,), s_valid & en),
+            "scale_shifts": ((s_shift,), s_valid & en), "scaled_sums": ((term,), vv & en),
+            "accumulator": ((acc_next,), vv & en), "output": ((self.o.payload,), self.o.valid & self.o.ready)})
         return m
 
     def trace_taps(self):
@@ -191,3 +240,39 @@ class BCQDot(wiring.Component):
         # A datapath value `delay` edges after its beat goes with that beat's delayed valid.
         taps = {name: (values, side_valid[delay] & en) for name, (values, delay) in dp.stage_taps().items()}
         return {**taps, **own}
+
+
+class _ScalePlan:
+    """Widths and stage counts of the scale path: ``T_a = P_a * m << s`` with ``m = mw * mx``
+    and ``s = ew + ex`` (docs/arithmetic.md), computed as ``(P_a * (m << (s mod 8))) << 8 *
+    (s div 8)``: the fine shift widens the multiplier operand by at most 7 bits (15 bits for
+    E4M3: one 18x18 DSP still holds it), the coarse shift is a few 2:1 stages of 8, 16, ...
+    bits, the last folded into the accumulator's chain."""
+
+    fine_bits, fine_span = 3, 8
+
+    def __init__(self, config, arith, multiplier):
+        self.fmt, self.arith, self.multiplier = config.scale, arith, multiplier
+        self.mult_bits = arith.mant_product_bits + self.fine_span - 1
+        self.v_bits = arith.array_sum_bits + self.mult_bits
+        self.coarse_bits = max(0, arith.exp_sum_bits - self.fine_bits)
+        self.coarse_stages = max(0, self.coarse_bits - 1)
+        self.mult_latency = 1 if multiplier == "dsp" else tree_levels(self.mult_bits)
+
+    def mantissa_product(self, m, mw, mx, cells):
+        """``mw * mx`` (unsigned) on AND-gated carry chains (no DSP, no LUT4); 1 for E8M0."""
+        mb = self.fmt.mant_bits
+        if not mb:
+            return Const(1, 1)
+        terms = [Term(mx, 0, self.fmt.mant_max, shift=b, gate=mw[b]) for b in range(mb)]
+        level = 0
+        while len(terms) > 1:
+            nxt = [chain_add(m, f"mant_l{level}_{k // 2}", terms[k], terms[k + 1], mode=cells)
+                   for k in range(0, len(terms) - 1, 2)]
+            if len(terms) % 2:
+                nxt.append(terms[-1])
+            terms, level = nxt, level + 1
+        t = terms[0]
+        if t.gate is not None:   # one mantissa bit: the gate itself
+            return Mux(t.gate, t.value, 0) << t.shift
+        return t.value << t.shift

@@ -27,11 +27,12 @@ from .mx_dot import MXFP4Dot
 __all__ = ["UNITS", "IMAGE_UNITS", "Unit", "build_unit", "write_verilog"]
 
 
-def _bcq_dot(config=None, codebooks=None, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN, codebook_rom=False):
+def _bcq_dot(config=None, codebooks=None, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN, codebook_rom=False,
+             scale_multiplier="dsp", cells="ccu2c"):
     if codebook_rom and codebooks is None:
         codebooks = default_codebooks(config)
     return BCQDot(config or DEFAULT, blocks_per_cycle=blocks_per_cycle, max_len=max_len, codebooks=codebooks,
-                  codebook_rom=codebook_rom)
+                  codebook_rom=codebook_rom, scale_multiplier=scale_multiplier, cells=cells)
 
 
 def _gemv(config, lanes=None, blocks_per_cycle=None, max_rows=None, max_cols=None, rom=False, image=None,
@@ -79,7 +80,8 @@ def _describe_bxp_engine(dut):
 
 
 def _describe_bcq_dot(dut):
-    return f"{dut.config.describe()}; latency {dut.latency} cycles, {dut.macs_per_cycle} MACs/cycle"
+    return (f"{dut.config.describe()}; latency {dut.latency} cycles, {dut.macs_per_cycle} MACs/cycle; "
+            f"scale multiply on {'a DSP' if dut.scale_multiplier == 'dsp' else 'carry chains'}, {dut.cells} cells")
 
 
 def _describe_bxp_mac(dut):
@@ -112,7 +114,8 @@ class Unit:
 
 
 UNITS = {
-    "bcq-dot": Unit(_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool},
+    "bcq-dot": Unit(_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool,
+                                          "scale_multiplier": str, "cells": str},
                     _describe_bcq_dot, takes_config=True),
     "bxp-mac": Unit(lambda config, n_bits=8, block_bits=2, max_len=4096:
                     BxPMac(BxPConfig(n_bits=n_bits, block_bits=block_bits), max_len=max_len),

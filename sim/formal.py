@@ -6,9 +6,16 @@ Proofs (harnesses and the specification are in ``sim/formal_spec.py``):
 * ``decode.<lane>``: the codebook decode of each lane returns the spec's table entry for all
   beats, codebook write sequences and stall patterns (default config; BMC, depth argued in
   ``decode_harness``).
-* ``products``: the products and beat sum equal the spec's sum of products for all codewords
-  and stall patterns (BMC, depth argued in ``products_harness``). With ``decode`` this covers
-  the block datapath, which is these two parts wired in series (``hw/bcq_block.py``).
+* ``planes``: the first level of the product carry chains (``ProductPlanes``: two lanes'
+  AND-gated partial products of one weight bit per chain) equals the spec's plane values for
+  all codewords and stall patterns (BMC, depth argued in ``planes_harness``).
+* ``products``: the adder tree (``PlaneSum``) equals the spec's signed, shifted sum of the
+  plane values for all plane values and stall patterns (BMC, depth argued in
+  ``products_harness``). ``planes`` + ``products`` + the exhaustive identity
+  ``plane_identity_holds`` (tests/test_formal.py) = products and beat sum equal the spec's sum
+  of products. With ``decode`` this covers the block datapath, these parts wired in series
+  (``hw/bcq_block.py``). The chains are the Amaranth model of the CCU2C cells;
+  tests/test_chains.py proves the CCU2C netlist equal to it.
 * ``stream``: the whole BCQ unit's stream contract under every valid/ready pattern (BMC,
   depth argued in ``stream_depth``).
 
@@ -29,7 +36,8 @@ from amaranth.back import rtlil
 
 from bcq.sw.formats.config import DEFAULT
 
-from .formal_spec import decode_depth, decode_harness, products_depth, products_harness, stream_depth, stream_harness
+from .formal_spec import (decode_depth, decode_harness, planes_depth, planes_harness, products_depth, products_harness,
+                          stream_depth, stream_harness)
 from .runner import ROOT
 
 __all__ = ["Proof", "Result", "run_proof", "select", "main"]
@@ -71,9 +79,10 @@ def _proofs():
         proofs[f"decode.{lane}"] = Proof(
             f"decode.{lane}", f"BCQ codebook decode, lane {lane}, == spec table, default config",
             lambda lane=lane: decode_harness(DEFAULT, lane), decode_depth(DEFAULT))
-    proofs["products"] = Proof("products", "BCQ beat products + sum == spec sum of products, default config",
-                               lambda: products_harness(DEFAULT), products_depth(DEFAULT),
-                               engine="smtbmc yices")     # 2.6 s here against 33 s with Boolector
+    proofs["planes"] = Proof("planes", "BCQ product chains, first level == spec plane values, default config",
+                             lambda: planes_harness(DEFAULT), planes_depth(DEFAULT), engine="smtbmc yices")
+    proofs["products"] = Proof("products", "BCQ product adder tree == spec signed sum of plane values, default config",
+                               lambda: products_harness(DEFAULT), products_depth(DEFAULT), engine="smtbmc yices")
     proofs["stream"] = Proof("stream", "BCQ unit stream contract, default config",
                              lambda: stream_harness(DEFAULT), stream_depth(DEFAULT))
     return proofs

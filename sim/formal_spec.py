@@ -11,7 +11,7 @@ from amaranth.asserts import AnyConst, AnySeq  # amaranth 0.5 keeps these here (
 from amaranth.hdl import Assert, Assume
 import torch
 
-from bcq.hw.bcq_block import BeatProducts, CodewordDecode
+from bcq.hw.bcq_block import CodewordDecode, PlaneSum, ProductPlanes
 from bcq.hw.bcq_dot import BCQDot
 from bcq.sw.contract.geometry import BeatGeometry
 from bcq.sw.formats.codebooks import Codebooks
@@ -19,8 +19,9 @@ from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.golden import dot_fixed
 from bcq.sw.formats.lobcq import BCQTensor
 
-__all__ = ["TableEntrySpec", "spec_address", "spec_sum", "decode_harness", "decode_depth", "products_harness", "products_depth",
-           "stream_harness", "stream_depth"]
+__all__ = ["TableEntrySpec", "spec_address", "spec_sum", "spec_plane", "spec_plane_sum", "plane_identity_holds",
+           "decode_harness", "decode_depth", "planes_harness", "planes_depth", "products_harness", "products_depth",
+           "stream_harness", "stream_dut", "stream_depth"]
 
 
 class TableEntrySpec(Elaboratable):
@@ -94,6 +95,11 @@ def decode_harness(config: BCQConfig, lane, blocks_per_cycle=1):
     (``sim/formal.py`` runs them all): a lane's outputs depend on its own two table copies
     only, and one lane at a time keeps the solver's problem small.
 
+    A table copy serves two lanes; its port A is shared by the write port and the even lane's
+    lookup (``BCQDot``'s contract: no write while a vector is in flight). For an even lane, a
+    beat taken on an edge with a write (``cbw.en``) is therefore outside the contract and not
+    checked; the odd lane is checked for every beat, writes included.
+
     BMC depth (``decode_depth``): the checked outputs depend on entry ``A`` of the lane's two
     table copies and on the two pipeline registers behind each (read data, codeword). Every
     combination of those is reachable in ``latency + 1`` steps from reset (write ``A``, read it
@@ -120,7 +126,8 @@ def decode_harness(config: BCQConfig, lane, blocks_per_cycle=1):
     for op, got in (("w", dut.w_words[lane]), ("x", dut.x_out[lane])):
         sel = beat[f"{op}_sel"][block] if config.selector_bits else None
         hit = Signal(name=f"{op}_reads_tracked")
-        m.d.comb += hit.eq(spec_address(config, beat[f"{op}_idx"][lane], sel) == address)
+        in_contract = ~cbw_en if lane % 2 == 0 else Const(1)
+        m.d.comb += hit.eq((spec_address(config, beat[f"{op}_idx"][lane], sel) == address) & in_contract)
         hit_d, full = _delayed(m, en, hit, CodewordDecode.latency, f"{op}_hit")
         want, _ = _delayed(m, en, spec.value, CodewordDecode.latency, f"{op}_want")
         m.d.comb += Assert(~(full & hit_d) | (got == want))
@@ -131,29 +138,155 @@ def decode_depth(config: BCQConfig, blocks_per_cycle=1):
     return 2 * CodewordDecode.latency + 2
 
 
-def products_harness(config: BCQConfig, blocks_per_cycle=1):
-    """Returns ``(module, clock)``: :class:`BeatProducts` gives :func:`spec_sum` of the
-    codewords taken ``latency`` enabled edges earlier, for all codewords and stall patterns.
+def spec_plane(config: BCQConfig, w_words, x_words, b, i):
+    """Plane value ``(b, i)``: the bit-``b`` partial products of lanes ``2i`` and ``2i + 1`` (the
+    lane's codeword where its weight has bit ``b`` set, else 0), added."""
+    return sum((Mux(w_words[j][b], x_words[j], 0) for j in (2 * i, 2 * i + 1)), Const(0, signed(32)))
 
-    BMC depth (``products_depth``): the unit has no state but its pipeline registers, whose
-    contents after ``latency`` enabled edges are functions of the words taken on those edges
-    only. latency + 2 steps therefore reach every (words, stall) combination that can matter."""
+
+def spec_plane_sum(config: BCQConfig, planes, lanes):
+    """``sum_k s_k * 2**b_k * planes[k]``: bit ``b`` weighs ``2**b``, the sign bit ``-2**b``
+    (two's complement), so that with :func:`spec_plane` values this is ``sum_j w_j * x_j``
+    (``plane_identity_holds``)."""
+    total = Const(0, signed(32))
+    for k, v in enumerate(planes):
+        b = k // (lanes // 2)
+        total = total - (v << b) if b == config.entry_bits - 1 else total + (v << b)
+    return total
+
+
+def plane_identity_holds(config: BCQConfig):
+    """Exhaustively, for every pair of entries ``w``, ``x``: ``w * x`` equals the sum over the
+    bits ``b`` of ``w`` of ``+-2**b * x`` (the sign bit negative). With the commutativity of
+    integer addition this makes ``spec_plane_sum`` of the ``spec_plane`` values the sum of
+    products ``spec_sum``; tests/test_formal.py checks it (an SMT solver takes hours on the
+    regrouped multipliers, Python takes milliseconds)."""
+    e = config.entry_bits
+    for w in range(config.entry_min, config.entry_max + 1):
+        bits = [(w >> b) & 1 for b in range(e)]
+        for x in range(config.entry_min, config.entry_max + 1):
+            total = sum(x << b for b in range(e - 1) if bits[b]) - (x << (e - 1) if bits[e - 1] else 0)
+            if total != w * x:
+                return False
+    return True
+
+
+def planes_harness(config: BCQConfig, blocks_per_cycle=1):
+    """Returns ``(module, clock)``: :class:`ProductPlanes` (the first chain level of the products,
+    Amaranth model of the CCU2C cells) gives :func:`spec_plane` of the codewords taken on the
+    last enabled edge, for every plane, all codewords and stall patterns. Depth
+    ``planes_depth``: one register level, so latency + 2 steps reach every combination."""
     m, clk = _harness()
     lanes = config.block_len * blocks_per_cycle
-    m.submodules.dut = dut = BeatProducts(config, lanes)
+    m.submodules.dut = dut = ProductPlanes(config, lanes, cells="model")
     en = _free(m, 1, "en")
     w = _free(m, dut.w_words.shape(), "w_words")
     x = _free(m, dut.x_words.shape(), "x_words")
     m.d.comb += [dut.en.eq(en), dut.w_words.eq(w), dut.x_words.eq(x)]
-    want = Signal(signed(32), name="spec_value")
-    m.d.comb += want.eq(spec_sum([w[j] for j in range(lanes)], [x[j] for j in range(lanes)]))
-    exp, full = _delayed(m, en, want, BeatProducts.latency, "expected")
-    m.d.comb += Assert(~full | (dut.beat_sum == exp))
+    for b in range(config.entry_bits):
+        for i in range(lanes // 2):
+            k = b * (lanes // 2) + i
+            want = Signal(signed(32), name=f"spec_plane{k}")
+            m.d.comb += want.eq(spec_plane(config, w, x, b, i))
+            exp, full = _delayed(m, en, want, ProductPlanes.latency, f"expected{k}")
+            m.d.comb += Assert(~full | (dut.planes[k] == exp))
+    return m, clk
+
+
+def planes_depth(config: BCQConfig, blocks_per_cycle=1):
+    return ProductPlanes.latency + 2
+
+
+def spec_adder(u, v, cin=None):
+    """What one carry-chain adder of the tree must compute, exactly (no truncation): the two
+    operand Terms (``value``, ``shift``, ``neg``, optional AND ``gate``) aligned to the smaller
+    shift and added, or subtracted where one of them is ``neg`` (two ``neg`` operands add their
+    magnitudes, the result then being ``neg``); plus the carry in."""
+    s = min(u.shift, v.shift)
+
+    def val(t):
+        x = t.value if t.gate is None else Mux(~t.gate if t.gate_inv else t.gate, t.value, 0)
+        return x << (t.shift - s)
+    if u.neg != v.neg:
+        pos, neg = (v, u) if u.neg else (u, v)
+        return val(pos) - val(neg)
+    return val(u) + val(v) + (cin if cin is not None else 0)
+
+
+def tree_structure_holds(config: BCQConfig, lanes, structure=None):
+    """The tree of :class:`PlaneSum` (``structure``: its elaborated ``(leaves, log, total)``), read
+    as a graph of exact adders (``spec_adder``) and registers, computes ``spec_plane_sum`` of
+    its leaves: a symbolic evaluation in which every value is a linear form over the plane values
+    (coefficient ``+-2**b`` per plane). With ``products`` (each adder is exact, all inputs and
+    stall patterns) this proves the tree equal to ``spec_plane_sum``."""
+    if structure is None:
+        dut = PlaneSum(config, lanes, cells="model")
+        dut.elaborate(None)._MustUse__silence = True    # only the structure is read
+        dut._MustUse__silence = True
+        structure = dut._structure
+    leaves, log, total = structure
+    forms = {}   # id(Term.value) -> {plane: coefficient} of the value's *effective* contribution
+
+    def eff(t):
+        return {k: c for k, c in forms[id(t.value)].items()}
+    for k, t in enumerate(leaves):
+        forms[id(t.value)] = {k: (-1 if t.neg else 1) << t.shift}
+    for entry in log:
+        if entry[0] == "reg":
+            _, new, old = entry
+            forms[id(new.value)] = eff(old)
+            continue
+        _, out, u, v, cin = entry
+        if cin is not None or u.gate is not None or v.gate is not None:
+            return False      # the plane tree has neither carry ins nor gates
+        # spec_adder: out * 2**s is u's plus v's contribution, with signs as the neg flags say.
+        form = eff(u)
+        for k, c in eff(v).items():
+            form[k] = form.get(k, 0) + c
+        sign_ok = out.neg == (u.neg and v.neg)
+        if not sign_ok:
+            return False
+        forms[id(out.value)] = form
+    want = {k: (-1 if k // (lanes // 2) == config.entry_bits - 1 else 1) << (k // (lanes // 2))
+            for k in range(len(leaves))}
+    got = {k: c for k, c in forms.get(id(total.value), {}).items() if c}
+    return got == want and total.shift == 0 and not total.neg
+
+
+def products_harness(config: BCQConfig, blocks_per_cycle=1, cells="model"):
+    """Returns ``(module, clock)``: every carry-chain adder of :class:`PlaneSum` (the adder tree
+    of the products, Amaranth model of the CCU2C cells) computes exactly :func:`spec_adder` of
+    its operands, on every cycle, for all plane values and stall patterns. With
+    ``tree_structure_holds`` (the adders and registers, as wired, sum the planes: checked
+    symbolically), ``planes`` (the first level == ``spec_plane``) and ``plane_identity_holds``
+    this proves :class:`BeatProducts` equal to :func:`spec_sum` of the codewords. (One end-to-end
+    assertion ``beat_sum == spec_plane_sum`` is the same statement, but SMT solvers do not finish
+    it in hours: the tree regroups 24 sign-extended sums; one adder at a time takes seconds.)
+
+    BMC depth (``products_depth``): the unit has no state but its pipeline registers, whose
+    contents after ``latency`` enabled edges are functions of the values taken on those edges
+    only. latency + 2 steps therefore reach every (values, stall) combination that can matter."""
+    m, clk = _harness()
+    lanes = config.block_len * blocks_per_cycle
+    dut = PlaneSum(config, lanes, cells=cells)
+    m.submodules.dut = dut.elaborate(None)    # elaborated here: the harness reads its adders
+    dut._MustUse__silence = True              # (used through its elaborated module)
+    en = _free(m, 1, "en")
+    planes = _free(m, dut.planes.shape(), "planes")
+    # Plane values are sums of two codewords.
+    m.d.comb += [Assume((planes[k] >= 2 * config.entry_min) & (planes[k] <= 2 * config.entry_max))
+                 for k in range(len(planes))]
+    m.d.comb += [dut.en.eq(en), dut.planes.eq(planes)]
+    _, log, _ = dut._structure
+    for entry in log:
+        if entry[0] == "add":
+            _, out, u, v, cin = entry
+            m.d.comb += Assert(out.value == spec_adder(u, v, cin))
     return m, clk
 
 
 def products_depth(config: BCQConfig, blocks_per_cycle=1):
-    return BeatProducts.latency + 2
+    return PlaneSum(config, config.block_len * blocks_per_cycle).latency + 2
 
 
 def stream_depth(config: BCQConfig):
@@ -164,7 +297,7 @@ def stream_depth(config: BCQConfig):
     and a full pipeline (it holds at most ``latency`` results) held by ``o.ready`` low. Every
     property is checked at every step up to that depth; longer runs only repeat these control
     states (the beat counter wraps every ``beats_per_array`` beats)."""
-    return config.blocks_per_array + BCQDot.latency + 2
+    return config.blocks_per_array + stream_dut(config).latency + 2
 
 
 def stream_scale_code(config: BCQConfig):
@@ -184,6 +317,13 @@ def _per_beat(config: BCQConfig, codebooks, code):
     return total // beats
 
 
+def stream_dut(config: BCQConfig):
+    """The unit under the stream proof: every codebook entry 1 (a ROM), chains as the Amaranth
+    model of the CCU2C cells."""
+    ones = Codebooks(config, torch.ones(config.n_codebooks, config.n_entries, dtype=torch.int64))
+    return BCQDot(config, codebooks=ones, codebook_rom=True, cells="model")
+
+
 def stream_harness(config: BCQConfig):
     """Returns ``(module, clock)``. Stream contract of the whole :class:`BCQDot` under every valid/ready pattern.
 
@@ -200,10 +340,9 @@ def stream_harness(config: BCQConfig):
       "a ``last`` beat was accepted ``latency`` cycles ago" (no result dropped or late).
     """
     m, clk = _harness()
-    ones = Codebooks(config, torch.ones(config.n_codebooks, config.n_entries, dtype=torch.int64))
-    m.submodules.dut = dut = BCQDot(config, codebooks=ones, codebook_rom=True)
+    m.submodules.dut = dut = stream_dut(config)
     code = stream_scale_code(config)
-    per_beat = _per_beat(config, ones, code)
+    per_beat = _per_beat(config, dut.codebooks, code)
     L = dut.latency
 
     p = dut.i.payload

@@ -52,7 +52,7 @@ import numpy as np
 from bcq.hw.export import verilog_text
 from bcq.sw.contract.packing import words_to_int
 
-from .runner import ROOT, WAIVERS, build_text, locked, pch_workaround, run_cocotb, verilator_env
+from .runner import ROOT, WAIVERS, build_text, locked, pch_workaround, run_cocotb, verilator_env, with_cell_models
 
 __all__ = ["HarnessSpec", "Chunk", "write_chunk", "read_chunk", "harness_cpp", "build_harness", "run", "generation_pool",
            "RunResult", "HarnessMismatch", "replay", "xorshift32", "MAGIC", "VERSION"]
@@ -445,7 +445,7 @@ def build_harness_text(text, spec: HarnessSpec, *, coverage=False, base=None):
             if build_dir.exists():
                 shutil.rmtree(build_dir)
             build_dir.mkdir(parents=True)
-            (build_dir / "design.v").write_text(text)
+            (build_dir / "design.v").write_text(with_cell_models(text))
             (build_dir / "tb.cpp").write_text(cpp)
             (build_dir / "spec.json").write_text(json.dumps(spec.to_json(), indent=1))
             t0 = time.monotonic()

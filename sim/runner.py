@@ -20,10 +20,22 @@ import warnings
 
 from bcq.hw.export import verilog_text
 
-__all__ = ["verilator_env", "build", "build_text", "run_cocotb", "lint", "locked", "pch_workaround", "WAIVERS", "ROOT"]
+__all__ = ["verilator_env", "build", "build_text", "run_cocotb", "lint", "locked", "pch_workaround", "with_cell_models",
+           "WAIVERS", "CELL_MODELS", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
+# Simulation models of the FPGA primitives that gateware instantiates (hw/chains.py: CCU2C).
+CELL_MODELS = Path(__file__).resolve().parent / "ecp5_cells.v"
+
+
+def with_cell_models(text):
+    """The Verilog a simulator reads: the design text unchanged (what synthesis reads), followed
+    by the behavioural models of the FPGA primitives it instantiates, if any (once: a text
+    that already carries them, such as a harness run's stored ``design.v``, is returned as is)."""
+    if re.search(r"^\s*CCU2C\b", text, re.M) and not re.search(r"^module CCU2C\b", text, re.M):
+        return text + "\n" + CELL_MODELS.read_text()
+    return text
 
 
 def verilator_env():
@@ -114,7 +126,7 @@ def build_text(text, name, *, waves=None, simulator="verilator"):
                 shutil.rmtree(build_dir)
             build_dir.mkdir(parents=True)
             src = build_dir / f"{name}.v"
-            src.write_text(text)
+            src.write_text(with_cell_models(text))
             runner = get_runner(simulator)
             if simulator == "icarus":
                 runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, waves=waves,
@@ -162,8 +174,10 @@ def run_cocotb(build_dir, name, test_module, *, test_dir, env=None, testcase=Non
 def lint(verilog_path):
     """``verilator --lint-only -Wall`` with the documented waivers; returns (ok, output)."""
     binary = verilator_env()
-    found = re.search(r"^module\s+(\w+)", Path(verilog_path).read_text(), re.M)
+    text = Path(verilog_path).read_text()
+    found = re.search(r"^module\s+(\w+)", text, re.M)
     top = found.group(1) if found else Path(verilog_path).stem
-    r = subprocess.run([str(binary), "--lint-only", "-Wall", str(WAIVERS), str(verilog_path),
+    cells = [str(CELL_MODELS)] if with_cell_models(text) != text else []
+    r = subprocess.run([str(binary), "--lint-only", "-Wall", str(WAIVERS), str(verilog_path), *cells,
                         "--top-module", top], capture_output=True, text=True)
     return r.returncode == 0, r.stdout + r.stderr

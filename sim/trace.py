@@ -192,6 +192,10 @@ def trace_unit(unit="bcq-dot", config=None, options=(), *, codebooks=None, seed=
     if codebooks is not None and codebooks.config != config:
         raise BCQError(f"--config does not match the codebooks' config ({codebooks.config.describe()})")
     cb = codebooks or random_codebooks(config, torch.Generator().manual_seed(seed))
+    # The Amaranth simulator cannot run FPGA primitives: the carry chains run as the Amaranth
+    # model of the same CCU2C cells (hw/chains.py; tests/test_chains.py proves them equal).
+    if not any(o.strip().startswith("cells") for o in options):
+        options = (*options, "cells=model")
     dut, _ = build_unit(unit, config, options, codebooks=cb if codebooks is not None else None)
     if arrays * config.array_len > dut.arith.max_len:
         raise BCQError(f"--arrays {arrays}: the unit's max_len={dut.arith.max_len} holds at most "

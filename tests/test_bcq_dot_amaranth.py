@@ -15,8 +15,12 @@ from bcq.sw.contract.beats import bcq_vector_beats
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import ConfigError
 
-CONFIGS = [(BCQConfig(), 1), (BCQConfig(block_len=4, n_codebooks=4), 1), (BCQConfig(n_codebooks=1), 1),
-           (BCQConfig(scale_format="e8m0"), 1), (BCQConfig(), 2)]
+# (config, B, scale multiplier, cells): the chain multiplier (the -nodsp build) on both scale
+# formats; the plain-RTL chains once (the CCU2C netlist runs in the Verilator tests).
+CONFIGS = [(BCQConfig(), 1, "dsp", "model"), (BCQConfig(block_len=4, n_codebooks=4), 1, "dsp", "model"),
+           (BCQConfig(n_codebooks=1), 1, "dsp", "model"), (BCQConfig(scale_format="e8m0"), 1, "dsp", "model"),
+           (BCQConfig(), 2, "dsp", "model"), (BCQConfig(), 1, "chain", "model"),
+           (BCQConfig(scale_format="e8m0"), 1, "chain", "model"), (BCQConfig(entry_bits=8), 1, "chain", "rtl")]
 
 
 def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
@@ -32,10 +36,12 @@ def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
     return run_streams(dut, beats, len(cases), random.Random(seed), stall_in, stall_out, setup=write_codebooks)
 
 
-@pytest.mark.parametrize("cfg,bpc", CONFIGS, ids=lambda v: str(v))
-def test_matches_golden_with_stalls(cfg, bpc, seed):
+# The Amaranth simulator runs the Amaranth model of the CCU2C cells (cells="model"; the
+# Verilator tests run the CCU2C netlist itself, tests/test_chains.py proves the two equal).
+@pytest.mark.parametrize("cfg,bpc,mult,cells", CONFIGS, ids=lambda v: str(v))
+def test_matches_golden_with_stalls(cfg, bpc, mult, cells, seed):
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
-    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=8 * cfg.array_len)
+    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=8 * cfg.array_len, scale_multiplier=mult, cells=cells)
     cases = make_cases(cfg, cb, seed=seed, count=12, max_len=8 * cfg.array_len)
     got = run(dut, cases, cb, seed)
     for k, (case, g) in enumerate(zip(cases, got)):
@@ -45,7 +51,7 @@ def test_matches_golden_with_stalls(cfg, bpc, seed):
 
 def test_rom_variant_and_latency(default_cb, seed):
     cfg = default_cb.config
-    dut = BCQDot(cfg, codebooks=default_cb, codebook_rom=True, max_len=256)
+    dut = BCQDot(cfg, codebooks=default_cb, codebook_rom=True, max_len=256, cells="model")
     assert not hasattr(dut, "cbw")
     cases = make_cases(cfg, default_cb, seed=seed, count=3, max_len=256)[:4]
     assert run(dut, cases, default_cb, seed) == [c.expected for c in cases]
@@ -73,7 +79,7 @@ def test_rom_variant_and_latency(default_cb, seed):
 
     sim.add_testbench(tb)
     sim.run()
-    assert seen == {"latency": BCQDot.latency, "value": case.expected}
+    assert seen == {"latency": dut.latency, "value": case.expected}
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -87,3 +93,10 @@ def test_bad_hardware_parameters():
     with pytest.raises(ConfigError, match=exactly(
             "invalid config: codebook_rom=True; allowed: only with codebooks given")):
         BCQDot(BCQConfig(), codebook_rom=True)
+
+    with pytest.raises(ConfigError, match=exactly(
+            "invalid config: scale_multiplier='lut'; allowed: ('dsp', 'chain')")):
+        BCQDot(BCQConfig(), scale_multiplier="lut")
+    with pytest.raises(ConfigError, match=exactly(
+            "invalid config: cells='sim'; allowed: ('ccu2c', 'model', 'rtl')")):
+        BCQDot(BCQConfig(), cells="sim")

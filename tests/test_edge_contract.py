@@ -108,7 +108,7 @@ def test_unit_equals_golden_on_every_edge(cfg, bpc, seed):
     """Edge scale codes, short final arrays (a `last` inside an array) and vectors after them."""
     rng = np.random.default_rng(seed)
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
-    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=4 * cfg.array_len)
+    dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=4 * cfg.array_len, cells="model")
     geo = dut.geometry
     S, la = geo.scalars_per_beat, cfg.array_len
     pairs = []
@@ -151,12 +151,12 @@ def test_codebooks_are_zero_until_written_and_survive_reset(seed):
     pairs = [(random_operand(cb, rng, 1, 2 * cfg.array_len)[0], random_operand(cb, rng, 1, 2 * cfg.array_len)[0])
              for _ in range(3)]
     zeros = Codebooks(cfg, torch.zeros(cfg.n_codebooks, 16))
-    unwritten = _simulate(BCQDot(cfg, max_len=256), pairs, None, seed)
+    unwritten = _simulate(BCQDot(cfg, max_len=256, cells="model"), pairs, None, seed)
     golden_zero = [int(dot_fixed(BCQTensor(zeros, w.indices, w.selectors, w.scales),
                                  BCQTensor(zeros, x.indices, x.selectors, x.scales), any_code=True)) for w, x in pairs]
     assert unwritten == golden_zero == [0, 0, 0]
     # Written, then the unit reset (rst high for two cycles): the tables keep their contents.
-    dut = BCQDot(cfg, max_len=256)
+    dut = BCQDot(cfg, max_len=256, cells="model")
     m = Module()
     m.domains.sync = cd = ClockDomain()
     m.submodules.dut = dut
@@ -226,7 +226,7 @@ def test_without_saturation_the_unit_would_disagree(monkeypatch, seed):
     w, x = random_operand(cb, rng, 1, 64)[0], random_operand(cb, rng, 1, 64)[0]
     w.indices[:], w.selectors[:], w.scales[:] = 1, 0, 200   # entry_max, a code above the window
     x.indices[:], x.selectors[:], x.scales[:] = 1, 0, 127
-    dut = BCQDot(cfg, max_len=256)
+    dut = BCQDot(cfg, max_len=256, cells="model")
     assert _simulate(dut, [(w, x)], cb, seed) != [int(dot_fixed(w, x, dut.arith, any_code=True))]
 
 

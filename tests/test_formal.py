@@ -4,9 +4,10 @@ deliberate error (so a PASS means something)."""
 from helpers import exactly
 import pytest
 
-from bcq.hw.bcq_block import BeatProducts, CodewordDecode
-from bcq.hw.bcq_dot import BCQDot
-from bcq.sw.formats.config import DEFAULT
+from dataclasses import replace
+
+from bcq.hw.bcq_block import CodewordDecode, PlaneSum, ProductPlanes
+from bcq.sw.formats.config import DEFAULT, BCQConfig
 from sim import formal, formal_spec
 
 pytestmark = pytest.mark.xdist_group("formal")
@@ -33,10 +34,39 @@ def test_decode_proof_catches_wrong_address(tmp_path, monkeypatch):
     _fails(PROOFS["decode.3"], tmp_path)
 
 
-def test_products_proof_catches_missing_lane(tmp_path, monkeypatch):
-    real = formal_spec.spec_sum
-    monkeypatch.setattr(formal_spec, "spec_sum", lambda w, x: real(w[:-1], x[:-1]))
+def test_planes_proof_catches_wrong_weight_bit(tmp_path, monkeypatch):
+    real = formal_spec.spec_plane
+    monkeypatch.setattr(formal_spec, "spec_plane", lambda cfg, w, x, b, i: real(cfg, w, x, (b + 1) % cfg.entry_bits, i))
+    _fails(PROOFS["planes"], tmp_path)
+
+
+def test_products_proof_catches_a_wrong_adder(tmp_path, monkeypatch):
+    # An adder spec that adds where a sign-bit plane must be subtracted.
+    real = formal_spec.spec_adder
+    monkeypatch.setattr(formal_spec, "spec_adder",
+                        lambda u, v, cin=None: real(replace(u, neg=False), replace(v, neg=False), cin))
     _fails(PROOFS["products"], tmp_path)
+
+
+@pytest.mark.parametrize("entry_bits", [4, 5, 6, 7, 8])
+@pytest.mark.parametrize("lanes", [2, 4, 8, 16, 32])
+def test_tree_structure_sums_every_plane_once(lanes, entry_bits):
+    cfg = BCQConfig(entry_bits=entry_bits)
+    assert formal_spec.tree_structure_holds(cfg, lanes)
+    assert formal_spec.plane_identity_holds(cfg)
+
+
+def test_tree_structure_check_catches_a_wrong_sign_and_a_lost_plane():
+    dut = PlaneSum(DEFAULT, 8, cells="model")
+    dut.elaborate(None)._MustUse__silence = True
+    leaves, log, total = dut._structure
+    flipped = [replace(t, neg=not t.neg) if k == 3 else t for k, t in enumerate(leaves)]
+    assert not formal_spec.tree_structure_holds(DEFAULT, 8, (flipped, log, total))
+    # An adder that drops its second operand.
+    k = next(i for i, e in enumerate(log) if e[0] == "add")
+    _, out, u, v, cin = log[k]
+    lost = log[:k] + [("add", out, u, replace(v, value=u.value, neg=u.neg), cin)] + log[k + 1:]
+    assert not formal_spec.tree_structure_holds(DEFAULT, 8, (leaves, lost, total))
 
 
 def test_stream_proof_catches_miscounted_beat(tmp_path, monkeypatch):
@@ -56,5 +86,6 @@ def test_unknown_proof_name_is_a_clear_error(capsys):
 def test_depths_follow_the_pipeline():
     # The argued depths are computed from the units' latencies, not typed in.
     assert formal_spec.decode_depth(DEFAULT) == 2 * CodewordDecode.latency + 2
-    assert formal_spec.products_depth(DEFAULT) == BeatProducts.latency + 2
-    assert formal_spec.stream_depth(DEFAULT) == DEFAULT.blocks_per_array + BCQDot.latency + 2
+    assert formal_spec.planes_depth(DEFAULT) == ProductPlanes.latency + 2
+    assert formal_spec.products_depth(DEFAULT) == PlaneSum(DEFAULT, DEFAULT.block_len).latency + 2
+    assert formal_spec.stream_depth(DEFAULT) == DEFAULT.blocks_per_array + formal_spec.stream_dut(DEFAULT).latency + 2

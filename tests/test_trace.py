@@ -22,7 +22,7 @@ from bcq.sw.formats.golden import trace as golden_trace
 def test_every_stage_is_tapped_and_agrees(cfg, bpc, seed):
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
     w, x = random_pair(cb, seed, arrays=3)
-    r = trace_vector(BCQDot(cfg, blocks_per_cycle=bpc, max_len=4 * cfg.array_len), w, x)
+    r = trace_vector(BCQDot(cfg, blocks_per_cycle=bpc, max_len=4 * cfg.array_len, cells="model"), w, x)
     assert r.first_difference is None
     assert set(r.rtl) == set(TRACE_STAGES)
     assert r.rtl == r.golden
@@ -57,7 +57,7 @@ def test_a_broken_golden_stage_is_pinpointed(seed):
         t["products"][37] += 1          # and nothing downstream: the RTL differs from here on
         return t
 
-    r = trace_vector(BCQDot(cfg, max_len=256), w, x, golden=broken)
+    r = trace_vector(BCQDot(cfg, max_len=256, cells="model"), w, x, golden=broken)
     assert r.first_difference == ("products", 37)
     text = format_trace(r)
     assert "== products: cw_i * cx_i of each scalar (128 values) == DIFFERS at index 37   <<< first stage" in text
@@ -73,7 +73,7 @@ def test_a_wrong_codebook_entry_in_the_design_is_pinpointed(seed):
     sel, idx = int(x.selectors[5]), int(x.indices[5 * 8 + 3])
     entries = cb.entries.clone()
     entries[sel, idx] = entries[sel, idx] + 1 if entries[sel, idx] < cfg.entry_max else entries[sel, idx] - 1
-    dut = BCQDot(cfg, max_len=256, codebooks=Codebooks(cfg, entries), codebook_rom=True)
+    dut = BCQDot(cfg, max_len=256, codebooks=Codebooks(cfg, entries), codebook_rom=True, cells="model")
     r = trace_vector(dut, w, x)
     first_use_x = min(i for i in range(64) if (int(x.selectors[i // 8]), int(x.indices[i])) == (sel, idx))
     uses_w = [i for i in range(64) if (int(w.selectors[i // 8]), int(w.indices[i])) == (sel, idx)]
@@ -92,7 +92,7 @@ def test_a_wrong_scale_decode_in_the_design_is_pinpointed(monkeypatch, seed):
     cfg = BCQConfig()
     cb = random_codebooks(cfg, torch.Generator().manual_seed(seed))
     w, x = random_pair(cb, seed, arrays=2, scales=(0x30, 0x38))
-    r = trace_vector(BCQDot(cfg, max_len=256), w, x)
+    r = trace_vector(BCQDot(cfg, max_len=256, cells="model"), w, x)
     assert r.first_difference == ("scale_shifts", 0)
     for stage in ("w_codewords", "x_codewords", "products", "beat_sums", "array_sums", "scale_mants"):
         assert r.rtl[stage] == r.golden[stage]

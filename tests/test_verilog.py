@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
+from bcq.hw.units import build_unit
 from bcq.sim.runner import WAIVERS, lint
+from bcq.sw.formats.config import BCQConfig
 
 
 def bcq(*args):
@@ -24,7 +26,8 @@ def test_bcq_dot_verilog_is_lint_clean(tmp_path, config, options):
         args += ["--option", o]
     r = bcq(*args)
     assert r.returncode == 0, r.stderr
-    assert f"wrote {out}" in r.stdout and "latency 7 cycles" in r.stdout
+    latency = build_unit("bcq-dot", BCQConfig.parse(config) if config else None, options)[0].latency
+    assert f"wrote {out}" in r.stdout and f"latency {latency} cycles" in r.stdout
     text = out.read_text()
     header = re.search(r"module bcq_dot\((.*?)\);", text, re.S).group(1)
     ports = {p.strip() for p in header.split(",")}
