@@ -12,7 +12,7 @@ class ResultDrain(wiring.Component):
     """Takes a row group's R results at once and sends them one row per cycle.
 
     Two banks: one drains while the next group's results may arrive in the other. A group
-    is taken on ``valid & ready``; ``ready`` is low while the second bank still holds a group.
+    is taken on ``valid & ready``; ``ready`` is low while the second bank holds a group that stays.
     (:class:`bcq.hw.gemv.GEMV`'s issuer keeps credits, so its groups always find ``ready``;
     :class:`bcq.hw.bxp_engine.BxPEngine` stalls its MACs on it.)
 
@@ -71,9 +71,13 @@ class ResultDrain(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.d.sync += base.eq(0)
         # Move the held bank into the output bank once that is (or becomes) empty.
-        with m.If(hold_full & (~out_full | finish)):
+        move = Signal()
+        m.d.comb += move.eq(hold_full & (~out_full | finish))
+        with m.If(move):
             m.d.sync += [o.eq(hold[r]) for r, o in enumerate(out)] + [out_full.eq(1), hold_full.eq(0)]
-        m.d.comb += self.ready.eq(~hold_full)
+        # The second bank takes a group when empty or emptying this cycle (GEMV's credits count on the
+        # latter: a group may arrive in the cycle its bank moves on).
+        m.d.comb += self.ready.eq(~hold_full | move)
         with m.If(self.valid & self.ready):
             m.d.sync += [hold.eq(self.values), hold_full.eq(1)]
         return m
