@@ -14,7 +14,7 @@ help:
 	@echo "make test      the full test suite (pytest, Amaranth sim, cocotb on Verilator)"
 	@echo "make verilog   write the units' Verilog to $(OUT)/"
 	@echo "make demo      the main job: a MiniLM layer -> LO-BCQ image -> Verilog -> Verilator, checked bit-exact"
-	@echo "make bitstream BOARD=ulx3s-85f|icebreaker [SEEDS=\"1 2 3\"] [ALLOW_TIMING_FAIL=1]   bitstream(s) + utilization/Fmax report in build/BOARD/; fails when a build misses its clock"
+	@echo "make bitstream BOARD=ulx3s-85f|icebreaker [SEEDS=\"1 2 3\" [BUILD_JOBS=3]] [ALLOW_TIMING_FAIL=1]   bitstream(s) + utilization/Fmax report in build/BOARD/; fails when a build misses its clock"
 	@echo "make formal    SymbiYosys proofs: BCQ block datapath == spec, stream contract (also in make test)"
 	@echo "make stress    10^6 random vectors per unit config through the compiled harness (STRESS_VECTORS=); vectors/s"
 	@echo "make coverage  the stress run with Verilator line + toggle coverage, per module, uncovered lines listed"
@@ -62,13 +62,14 @@ demo: install
 
 BOARD ?= ulx3s-85f
 # SEEDS="1 2 3": one nextpnr build per seed; the target fails when any misses its clock
-# unless ALLOW_TIMING_FAIL=1.
+# unless ALLOW_TIMING_FAIL=1. BUILD_JOBS=N runs N of the seeds' builds at once (one core each).
 SEEDS ?=
+BUILD_JOBS ?= 1
 ALLOW_TIMING_FAIL ?=
 bitstream: install
 	mkdir -p build/$(BOARD)
 	$(BIN)/bcq build --board $(BOARD) -o build --json build/$(BOARD)/report.json \
-		$(if $(strip $(SEEDS)),--seeds "$(SEEDS)") $(if $(filter 1 yes true,$(ALLOW_TIMING_FAIL)),--allow-timing-fail)
+		$(if $(strip $(SEEDS)),--seeds "$(SEEDS)" --jobs $(BUILD_JOBS)) $(if $(filter 1 yes true,$(ALLOW_TIMING_FAIL)),--allow-timing-fail)
 
 bench: install
 	$(BIN)/python -m bench

@@ -9,10 +9,13 @@ traceback; anything else that goes wrong is a bug and says so (exit status 1).
 """
 
 import argparse
+import concurrent.futures
+import functools
 import io
 import json
 import math
 import sys
+import time
 import traceback
 
 import torch
@@ -299,17 +302,32 @@ def cmd_build(args):
     if args.layer is not None and args.image is None:
         raise BCQError("--layer names a layer of --image; give --image too")
     seeds = _seeds(args.seeds)
+    if not 1 <= args.jobs <= 64:
+        raise BCQError(f"--jobs {args.jobs}: builds run at once, an integer 1..64")
     if args.json:
         check_writable_file(args.json)   # before the minutes-long toolchain run, not after
-    reports = []
-    for seed in seeds:
+    # One build id for every seed: the same design, whichever seed places it.
+    build = functools.partial(build_bitstream, args.board, args.output, build_id=int(time.time()) & 0xFFFFFFFF,
+                              image=args.image, layer=args.layer, progress=not args.quiet and args.jobs == 1)
+    reports = {}
+
+    def done(seed, report):
         # One report per seed: with several seeds, --json gets a list (written after each build).
-        report = build_bitstream(args.board, args.output, image=args.image, layer=args.layer, progress=not args.quiet,
-                                 seed=seed)
-        reports.append(report)
+        reports[seed] = report
         print(format_report(report), flush=True)
         if args.json:
-            atomic_write(args.json, (json.dumps(reports if args.seeds else report, indent=1) + "\n").encode())
+            got = [reports[s] for s in seeds if s in reports]
+            atomic_write(args.json, (json.dumps(got if args.seeds else report, indent=1) + "\n").encode())
+    if args.jobs == 1 or len(seeds) == 1:
+        for seed in seeds:
+            done(seed, build(seed=seed))
+    else:
+        # Separate processes: Amaranth's build changes the working directory while it runs.
+        with concurrent.futures.ProcessPoolExecutor(min(args.jobs, len(seeds))) as pool:
+            futures = {pool.submit(build, seed=seed): seed for seed in seeds}
+            for f in concurrent.futures.as_completed(futures):
+                done(futures[f], f.result())
+    reports = [reports[s] for s in seeds]
     if len(reports) > 1:
         print(f"{args.board}: post-route Fmax over seeds {', '.join(map(str, seeds))}: "
               + ", ".join(f"{r['fmax_mhz']:.1f}" for r in reports) + f" MHz (clock {reports[0]['target_mhz']:.1f} MHz)")
@@ -468,6 +486,7 @@ def build_parser():
     b.add_argument("--layer", help="with --image: which layer (default: the first)")
     b.add_argument("--json", help="also write the report as JSON here (its directory must exist)")
     b.add_argument("--seeds", help='nextpnr seeds, e.g. "1 2 3": one build each (in OUTPUT/BOARD/seed-N)')
+    b.add_argument("--jobs", type=int, default=1, help="with --seeds: builds run at once (default 1)")
     b.add_argument("--allow-timing-fail", action="store_true",
                    help="exit 0 even when a build's post-route Fmax is below its clock (default: exit non-zero)")
     b.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts

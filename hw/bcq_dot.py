@@ -43,10 +43,10 @@ class BCQDot(wiring.Component):
     codebook_rom : bool
         Bake ``codebooks`` in as a ROM (no ``cbw`` port).
     scale_multiplier : str
-        Where the array sum is multiplied by the scale mantissas: ``"dsp"`` (a ``*`` that Yosys
-        maps onto one MULT18X18D; for targets with DSPs) or ``"chain"`` (AND-gated carry chains,
-        for a target without DSPs: ``synth_ecp5 -nodsp`` would otherwise build the ``*`` from
-        LUT4s). Both are exact.
+        Where the array sum is multiplied by the scale mantissas: ``"chain"`` (the default:
+        AND-gated carry chains, no DSP, so the unit costs the same on every target; built as a
+        ``*``, ``synth_ecp5 -nodsp`` would make it from ~1400 LUT4) or ``"dsp"`` (a ``*`` that
+        Yosys maps onto one MULT18X18D: fewer cells where a DSP is free). Both are exact.
     cells : str
         How the carry chains are built: ``"ccu2c"`` (ECP5 ``CCU2C`` instances; what synthesis,
         ``bcq verilog`` and Verilator/Icarus get, the latter with ``sim/ecp5_cells.v``),
@@ -70,14 +70,14 @@ class BCQDot(wiring.Component):
 
     Throughput: one beat per cycle (II = 1) while ``o`` is not back-pressured.
     Latency: ``latency`` enabled cycles from the clock edge that accepts a vector's ``last``
-    beat to ``o.valid`` (13 for the default config with ``"dsp"``, 16 with ``"chain"``): codebook read, codeword
+    beat to ``o.valid`` (16 for the default config with ``"chain"``, 13 with ``"dsp"``): codebook read, codeword
     register, product chains (``BlockDatapath.latency``), array sum with the scale decode and
     mantissa product, fine shift, scale multiply (1 register, or the chain tree's levels),
     coarse shifts, shift-accumulate.
     """
 
     def __init__(self, config: BCQConfig = DEFAULT, *, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN,
-                 codebooks: Codebooks | None = None, codebook_rom=False, scale_multiplier="dsp", cells="ccu2c"):
+                 codebooks: Codebooks | None = None, codebook_rom=False, scale_multiplier="chain", cells="ccu2c"):
         self.geometry = BeatGeometry(config, blocks_per_cycle)
         if codebooks is not None and codebooks.config != config:
             raise ConfigError("codebooks", codebooks.config.describe(), f"codebooks for {config.describe()}")

@@ -28,7 +28,7 @@ __all__ = ["UNITS", "IMAGE_UNITS", "Unit", "build_unit", "write_verilog"]
 
 
 def _bcq_dot(config=None, codebooks=None, blocks_per_cycle=1, max_len=DEFAULT_MAX_LEN, codebook_rom=False,
-             scale_multiplier="dsp", cells="ccu2c"):
+             scale_multiplier="chain", cells="ccu2c"):
     if codebook_rom and codebooks is None:
         codebooks = default_codebooks(config)
     return BCQDot(config or DEFAULT, blocks_per_cycle=blocks_per_cycle, max_len=max_len, codebooks=codebooks,

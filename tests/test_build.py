@@ -86,26 +86,40 @@ def test_timing_gate_fails_when_any_seed_misses_its_clock():
     assert check_timing([good, bad], allow_fail=True) == [timing_verdict(good), timing_verdict(bad)]
 
 
+_SEED_LOGS = {1: PATH_LOG.replace("74.86 MHz (FAIL", "120.00 MHz (PASS"), 2: PATH_LOG}
+
+
+def _fake_build(board, out_dir, seed=None, build_id=None, **kw):
+    """Stands in for the toolchain (module level: `--jobs` sends it to worker processes)."""
+    r = _report(_SEED_LOGS[seed], seed)
+    r.update(bitstream=f"{out_dir}/{board}/seed-{seed}/top.bit", seconds=1.0, build_id=build_id,
+             engine={"lanes": 16, "blocks_per_cycle": 2, "max_rows": 256, "max_cols": 512})
+    return r
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
 @pytest.mark.parametrize("allow,code", [(False, 2), (True, 0)])
-def test_build_command_exit_status_follows_timing(tmp_path, monkeypatch, capsys, allow, code):
-    """`bcq build --seeds "1 2"`: one build per seed (reports parsed from nextpnr logs here), exit
-    status 2 when one misses its clock, 0 with --allow-timing-fail; the JSON lists every seed."""
+def test_build_command_exit_status_follows_timing(tmp_path, monkeypatch, capsys, allow, code, jobs):
+    """`bcq build --seeds "1 2"`: one build per seed (reports parsed from nextpnr logs here), one
+    after the other or in parallel (`--jobs 2`), exit status 2 when one misses its clock, 0 with
+    --allow-timing-fail; the JSON lists every seed in seed order, with one build id."""
     from bcq import cli
-    logs = {1: PATH_LOG.replace("74.86 MHz (FAIL", "120.00 MHz (PASS"), 2: PATH_LOG}
-
-    def fake_build(board, out_dir, seed=None, **kw):
-        r = _report(logs[seed], seed)
-        r.update(bitstream=f"{out_dir}/{board}/seed-{seed}/top.bit", seconds=1.0, build_id=1,
-                 engine={"lanes": 16, "blocks_per_cycle": 2, "max_rows": 256, "max_cols": 512})
-        return r
-
-    monkeypatch.setattr(cli, "build_bitstream", fake_build)
-    argv = ["build", "--board", "ulx3s-85f", "-o", str(tmp_path), "--seeds", "1 2", "--json", str(tmp_path / "r.json")]
+    monkeypatch.setattr(cli, "build_bitstream", _fake_build)
+    argv = ["build", "--board", "ulx3s-85f", "-o", str(tmp_path), "--seeds", "1 2", "--json", str(tmp_path / "r.json"),
+            "--jobs", str(jobs)]
     assert cli.main(argv + (["--allow-timing-fail"] if allow else [])) == code
     out, err = capsys.readouterr()
     assert "ulx3s-85f seed 2: FAILS TIMING: Fmax 74.9 MHz" in out and "120.0, 74.9 MHz" in out
     assert ("bcq: error: timing not met: ulx3s-85f seed 2" in err) == (not allow)
-    assert [r["seed"] for r in json.loads((tmp_path / "r.json").read_text())] == [1, 2]
+    reports = json.loads((tmp_path / "r.json").read_text())
+    assert [r["seed"] for r in reports] == [1, 2]
+    assert reports[0]["build_id"] == reports[1]["build_id"] is not None
+
+
+def test_build_jobs_are_checked(tmp_path):
+    from bcq import cli
+    with pytest.raises(BCQError, match=exactly("--jobs 0: builds run at once, an integer 1..64")):
+        cli.cmd_build(cli.build_parser().parse_args(["build", "--board", "ulx3s-85f", "-o", str(tmp_path), "--jobs", "0"]))
 
 
 def test_seeds_are_checked():
