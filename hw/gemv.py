@@ -156,14 +156,16 @@ class GEMV(wiring.Component):
         return m
 
     # Weight and scale memories: the block RAM's own (synchronous) read register. A fabric
-    # register after it would buy ~5 ns on the 85F, but yowasp Yosys 0.70 then maps one bit of
-    # the 1664-bit weight word onto two conflicting flip-flops (nextpnr: "multiply driven").
-    _mem_latency = 2
+    # register after it would buy ~5 ns on the 85F, but yowasp Yosys 0.70 once mapped one bit of
+    # the 1664-bit weight word onto two conflicting flip-flops (nextpnr: "multiply driven"), and
+    # tried again, its 1.6k flip-flops pinned next to the DP16KDs made nextpnr's placement
+    # legalisation several times slower. The multiplier rows register the data in their
+    # MULT18X18D inputs anyway.
+    _mem_latency = 1
 
     def _memory(self, m, name, width, depth, init, port, addr):
         """A weight or scale memory: write port ``port`` (None: a ROM), its read data
-        ``_mem_latency`` edges after ``addr``: the block RAM's read, then a register (a DP16KD's
-        unregistered output takes 5.8 ns from the clock edge, before any route to the rows)."""
+        ``_mem_latency`` edges after ``addr``."""
         m.submodules[name] = mem = memory.Memory(shape=unsigned(width), depth=depth, init=init,
                                                  attrs={"no_rw_check": 1})
         if port is not None:
@@ -172,7 +174,7 @@ class GEMV(wiring.Component):
             m.d.comb += [wp.en.eq(en), wp.addr.eq(waddr), wp.data.eq(wdata)]
         rp = mem.read_port()
         m.d.comb += rp.addr.eq(addr)
-        return delay(m, rp.data, self._mem_latency - 1, f"{name}_q")
+        return rp.data
 
     def _rows(self, m, dec, issuer):
         """The rows (pairs sharing multipliers, in groups of ``group_rows`` with their own copy of
