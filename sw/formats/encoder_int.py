@@ -120,8 +120,8 @@ class EncoderArithmetic:
 
     @property
     def key_bits(self):
-        # |2t - 1 - 4e| <= 2**(entry_bits + 2) + 1 + 2**(entry_bits + 1)
-        return self.config.entry_bits + 3
+        # For every t of t_bits: |2t - 1 - 4e| <= 2**(entry_bits + 3) + 1 + 2**(entry_bits + 1)
+        return self.config.entry_bits + 4
 
     @property
     def diff_bits(self):
