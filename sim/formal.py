@@ -37,7 +37,7 @@ import time
 
 from amaranth.back import rtlil
 
-from bcq.sw.formats.config import DEFAULT
+from bcq.sw.formats.config import DEFAULT, BCQConfig
 
 from .formal_encoder_spec import NEAREST_DEPTH, nearest_harness
 from .formal_spec import (decode_depth, decode_harness, planes_depth, planes_harness, products_depth, products_harness,
@@ -89,8 +89,8 @@ def _proofs():
                                lambda: products_harness(DEFAULT), products_depth(DEFAULT), engine="smtbmc yices")
     proofs["stream"] = Proof("stream", "BCQ unit stream contract, default config",
                              lambda: stream_harness(DEFAULT), stream_depth(DEFAULT))
-    proofs["nearest"] = Proof("nearest", "encoder nearest-entry stage == spec rule, default config",
-                              lambda: nearest_harness(DEFAULT), NEAREST_DEPTH, engine="smtbmc yices")
+    proofs["nearest"] = Proof("nearest", "encoder nearest-entry stage == spec rule, INT4 entries",
+                              lambda: nearest_harness(BCQConfig(entry_bits=4)), NEAREST_DEPTH)
     return proofs
 
 

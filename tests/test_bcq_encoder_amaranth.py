@@ -8,6 +8,8 @@ from amaranth import Value
 from amaranth.sim import Simulator
 
 from bcq.hw.bcq_encoder import BCQEncoder
+from bcq.hw.bcq_block import codebook_write_signature
+from bcq.hw.units import write_verilog
 from bcq.sim.amaranth_streams import get_payloads, put_beats
 from bcq.sim.encoder_vectors import encoder_cases, encoder_codebooks
 from bcq.sw.formats.config import BCQConfig
@@ -57,3 +59,54 @@ def test_random_and_directed_vectors(name, cfg, bpc, ts_exp, seed):
     got = run_encoder(dut, cb, beats, len(expected), random.Random(seed), 0.2, 0.3, ts_exp)
     for (case, k, want), value in zip(expected, got):
         assert value == want, f"{case.name} beat {k}: got {value:#x}, spec {want:#x}\n{case.describe()}"
+
+
+def test_latency_is_measured(seed):
+    """The first output beat of an array comes ``latency`` cycles after its last input beat."""
+    cfg = BCQConfig(block_len=4, array_len=16, n_codebooks=2)
+    cb = encoder_codebooks(cfg, torch.Generator().manual_seed(seed))
+    case = encoder_cases(cfg, cb, seed=seed, count=1, max_arrays=1, directed=False)[0]
+    dut = BCQEncoder(cfg)
+    seen = {}
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def tb(ctx):
+        ctx.set(dut.o.ready, 1)
+        for cycle in range(40):
+            k = cycle if cycle < len(case.beats) else None
+            ctx.set(dut.i.valid, k is not None)
+            if k is not None:
+                ctx.set(Value.cast(dut.i.payload), case.beats[k])
+            if ctx.get(dut.o.valid) and "first_out" not in seen:
+                seen["first_out"] = cycle
+            await ctx.tick()
+    sim.add_testbench(tb)
+    sim.run()
+    last_in = len(case.beats) - 1      # accepted on the edge that ends this cycle
+    assert seen["first_out"] - last_in == BCQEncoder.latency
+
+
+def test_codebook_port_is_the_engines():
+    cfg = BCQConfig()
+    assert BCQEncoder(cfg).signature.members["cbw"] == wiring_out(codebook_write_signature(cfg))
+
+
+def wiring_out(sig):
+    from amaranth.lib.wiring import Out
+    return Out(sig)
+
+
+def test_verilog_unit(tmp_path):
+    cfg = BCQConfig(block_len=4, array_len=16, n_codebooks=2)
+    line = write_verilog("bcq-encoder", tmp_path / "bcq_encoder.v", config=cfg)
+    assert "module bcq_encoder" in (tmp_path / "bcq_encoder.v").read_text()
+    assert line.startswith(f"wrote {tmp_path / 'bcq_encoder.v'}: module bcq_encoder ({cfg.describe()}; BF16 in, "
+                           f"4 scalars/cycle, latency 8 cycles from an array's last beat, FIFO 12 beats); ports: ")
+
+
+def test_bad_parameters():
+    with pytest.raises(ConfigError, match=exactly("invalid config: config='dict'; allowed: a BCQConfig")):
+        BCQEncoder({})
+    with pytest.raises(ConfigError, match=exactly("invalid config: blocks_per_cycle=3; allowed: a divisor of blocks_per_array=8")):
+        BCQEncoder(BCQConfig(), blocks_per_cycle=3)

@@ -13,8 +13,6 @@ pytestmark = [pytest.mark.verilator]
 
 CONFIGS = [
     ("default", BCQConfig(), 1, -3),
-    ("e8m0-nearest-2bpc", BCQConfig(scale_format="e8m0", scale_rule="nearest", block_len=4, array_len=32,
-                                    n_codebooks=4), 2, 0),
 ]
 VECTORS = int(os.environ.get("BCQ_TB_VECTORS", 300))
 
