@@ -1,5 +1,5 @@
 """The on-chip activation encoder: BF16 lanes in, LO-BCQ activation beats out, bit-exact with the
-integer encoder specification :mod:`bcq.sw.formats.encoder_int` (docs/arithmetic.md section 5)."""
+integer encoder specification :mod:`bcq.sw.formats.encoder_int` (docs/arithmetic.md section 7)."""
 
 import operator
 
@@ -69,7 +69,7 @@ class NearestEntry(wiring.Component):
     index : ``Out(4)``
         The index of least ``|2t - 1 - 4 entry|``, the lowest such index on a tie: the float
         encoder's nearest entry of every ``y`` in ``((t-1)/2, t/2]`` (ties: the smaller value,
-        then the lower index), docs/arithmetic.md section 5.
+        then the lower index), docs/arithmetic.md section 7.
     value : ``Out(signed(entry_bits))``
         ``entries[index]``.
     """

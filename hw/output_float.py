@@ -1,5 +1,5 @@
 """Output converter: the engine's exact row results to BF16 or FP32, bit-exact with
-:func:`bcq.sw.formats.output_float.float_bits` (docs/arithmetic.md section 6)."""
+:func:`bcq.sw.formats.output_float.float_bits` (docs/arithmetic.md section 8)."""
 
 import operator
 

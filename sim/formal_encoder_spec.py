@@ -3,7 +3,7 @@
 The rule is written here from the float encoder's definition (section 1 of docs/arithmetic.md),
 not from the gateware's key: for the normalized scalar at ``y = t/2``, the chosen entry is nearest
 to ``y`` (``|t - 2 e|`` least), ties to the smaller value, then to the lower index. (Every ``y`` in
-``((t-1)/2, t/2]`` has that nearest entry, docs section 5.) Nothing from ``hw/`` is reused here.
+``((t-1)/2, t/2]`` has that nearest entry, docs/arithmetic.md section 7.) Nothing from ``hw/`` is reused here.
 """
 
 from amaranth import Array, Module, Signal, signed

@@ -1,5 +1,5 @@
 """The integer activation encoder specification (bcq.sw.formats.encoder_int): against a slow
-exact-rational reference written from docs/arithmetic.md section 5, against the float encoder
+exact-rational reference written from docs/arithmetic.md section 7, against the float encoder
 where both are defined, edge cases and errors."""
 import dataclasses
 from fractions import Fraction
@@ -121,7 +121,7 @@ def _exact_block_error(y, row):
 def test_agrees_with_float_encoder(cfg, fmt, seed):
     """Same scale codes and nearest entries always; a different selector only where the two
     codebooks' exact block errors are within the integer encoder's truncation of y (docs,
-    section 5): ``|err_a - err_b| <= 2**(1 - FRAC_BITS) * sum |q_a - q_b|``."""
+    section 7): ``|err_a - err_b| <= 2**(1 - FRAC_BITS) * sum |q_a - q_b|``."""
     cfg = dataclasses.replace(cfg, tensor_scale=False)
     cb = Codebooks(cfg, default_codebooks(BCQConfig()).entries if cfg.entry_bits == 6
                    else encoder_codebooks(cfg, torch.Generator().manual_seed(seed)).entries)

@@ -1,7 +1,7 @@
 """The hardware-exact activation encoder: LO-BCQ encoding of BF16 or FP16 bit patterns in integer
 arithmetic only, the specification the on-chip encoder (``bcq.hw.bcq_encoder``) is tested against.
 
-docs/arithmetic.md section 5 is the definition; in short, per block array of LA scalars:
+docs/arithmetic.md section 7 is the definition; in short, per block array of LA scalars:
 
 1. each 16-bit pattern decodes to ``x = +-m * 2**e`` (integers; subnormals exact); ``+-Inf`` reads
    as the largest finite value of its sign, ``NaN`` as zero;
@@ -20,7 +20,7 @@ docs/arithmetic.md section 5 is the definition; in short, per block array of LA 
 The tensor scale is a power of two ``2**ts_exp`` (a register of the encoder, set by the host); the
 float encoder (:func:`bcq.sw.formats.lobcq.encode`, kept for calibration) takes any FP32 tensor
 scale. Where both are defined they agree except in the block errors, which the float encoder
-forms from the float64 ``y`` and this one from ``Y`` (docs/arithmetic.md section 5 says when a
+forms from the float64 ``y`` and this one from ``Y`` (docs/arithmetic.md section 7 says when a
 selector can differ).
 """
 
@@ -38,7 +38,7 @@ __all__ = ["FRAC_BITS", "TS_EXP_RANGE", "InputFormat", "INPUT_FORMATS", "Encoder
            "decode_bits", "scale_thresholds", "array_scale_codes", "normalize", "ceil_twice",
            "nearest_entries", "encode_bits", "encode_int", "float_bits"]
 
-# Fractional bits of the normalized magnitude Y (docs/arithmetic.md section 5 gives the SQNR and
+# Fractional bits of the normalized magnitude Y (docs/arithmetic.md section 7 gives the SQNR and
 # agreement figures that chose it).
 FRAC_BITS = 8
 # The power-of-two tensor scale's exponent register: a signed 8-bit field.
