@@ -2,7 +2,7 @@
 
 The golden model gives an exact integer accumulator whose LSB weighs ``2**out_exp``
 (:class:`bcq.sw.formats.golden.Arithmetic`); a power-of-two tensor scale adds to that exponent.
-:func:`float_bits` is the one definition of the conversion (docs/arithmetic.md section 6) that
+:func:`float_bits` is the one definition of the conversion (docs/arithmetic.md section 8) that
 the output converter (``bcq.hw.output_float``) must match bit for bit:
 
 - round to nearest, ties to even, once, from the exact value;
