@@ -6,18 +6,22 @@ synthetic sets and MiniLM-L6's linear-layer activations. Both encoders see the s
 the integer one takes the power-of-two tensor scale ``2**ceil(log2 ts)`` (a register on chip), so
 the table gives the float encoder at its own FP32 ``ts`` and at that same power of two.
 
-``encoder-hw``: Yosys ``synth_ecp5`` cells of the encoder per scalar per cycle for Nc = 1, 4, 8, 16.
+``encoder-hw``: Yosys ``synth_ecp5`` cells of the encoder per scalar per cycle for Nc = 1, 4, 8, 16
+at the width the ULX3S engine needs, beside that engine.
 """
 import dataclasses
 import math
 
 import torch
 
-from bcq.hw.bcq_encoder import BCQEncoder
+from bcq.hw.bcq_encoder import BCQEncoder, lanes_to_feed
+from bcq.hw.board import BOARDS
+from bcq.hw.gemv import GEMV
 from bcq.sim.synth import synth_ecp5
+from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.calibdata import synthetic_calibration_data
 from bcq.sw.formats.codebooks import Codebooks, shipped_codebooks
-from bcq.sw.formats.config import DEFAULT, BCQConfig
+from bcq.sw.formats.config import DEFAULT
 from bcq.sw.formats.encoder_int import encode_int
 from bcq.sw.formats.lobcq import decode, encode
 from bcq.sw.formats.quantizers import sqnr_db
@@ -89,20 +93,44 @@ def bench_encoder():
     return out
 
 
-def bench_encoder_hw():
-    rows, out = [], {}
-    for nc in (1, 4, 8, 16):
-        cfg = BCQConfig(n_codebooks=nc)
-        dut = BCQEncoder(cfg)
+def _engine_cost(board):
+    """The board's engine in the same flow (``python -m bench engine`` builds the same GEMV)."""
+    layout = EngineLayout(DEFAULT, board["lanes"], board["blocks_per_cycle"])
+    eng = GEMV(layout, max_rows=board["max_rows"], max_cols=board["max_cols"],
+               multiplier_rows=board.get("multiplier_rows"))
+    return synth_ecp5(eng, "gemv"), eng.macs_per_cycle
+
+
+def bench_encoder_hw(engine=True):
+    """The encoder the ULX3S engine needs (``lanes_to_feed``: one scalar a cycle into its 2-block
+    beats) for Nc = 1, 4, 8 (default), 16, and an 8-lane one (a block a cycle) for scale, beside
+    the engine it feeds; synth_ecp5 DSP flow as ``bench hw``."""
+    board = BOARDS["ulx3s-85f"]
+    bpc = board["blocks_per_cycle"]
+    layout = EngineLayout(DEFAULT, board["lanes"], bpc)
+    lanes = lanes_to_feed(layout, board["max_rows"])
+    rows, out = [], {"lanes": lanes}
+    header = ["unit", "Nc", "scalars/cycle", "LUT4", "FF", "CCU2C", "MULT18X18D", "DP16KD", "LUT4/scalar",
+              "FF/scalar", "CCU2C/scalar", "MULT18/scalar"]
+    for nc, w in [(1, lanes), (4, lanes), (8, lanes), (16, lanes), (8, 8)]:
+        cfg = dataclasses.replace(DEFAULT, n_codebooks=nc)
+        dut = BCQEncoder(cfg, blocks_per_cycle=bpc, lanes=w)
         c = synth_ecp5(dut, "bcq_encoder")
-        per = {k: c[k] / dut.lanes for k in ("LUT4", "FF", "MULT18X18D", "CCU2")}
-        out[f"nc{nc}"] = {"scalars_per_cycle": dut.lanes, **c, "per_scalar": per}
-        rows.append([nc, dut.lanes, c["LUT4"], c["FF"], c["MULT18X18D"], c["CCU2"], c["EBR"],
-                     f"{per['LUT4']:.0f}", f"{per['FF']:.0f}", f"{per['MULT18X18D']:.1f}"])
-        print(f"synth Nc={nc}: {c}", flush=True)
-    print("\n## Activation encoder, Yosys synth_ecp5 (Lb=8, LA=64, INT6, E4M3, B=1)\n")
-    print("| Nc | scalars/cycle | LUT4 | FF | MULT18X18D | CCU2C | DP16KD | LUT4/scalar | FF/scalar | MULT18/scalar |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+        per = {k: c[k] / w for k in ("LUT4", "FF", "CCU2", "MULT18X18D")}
+        out[f"nc{nc}_lanes{w}"] = {"scalars_per_cycle": w, **c, "per_scalar": per}
+        rows.append(["encoder", nc, w, c["LUT4"], c["FF"], c["CCU2"], c["MULT18X18D"], c["EBR"], f"{per['LUT4']:.0f}",
+                     f"{per['FF']:.0f}", f"{per['CCU2']:.0f}", f"{per['MULT18X18D']:.1f}"])
+        print(f"synth encoder Nc={nc} lanes={w}: {c}", flush=True)
+    if engine:
+        c, macs = _engine_cost(board)
+        out["engine"] = {"macs_per_cycle": macs, **c}
+        rows.append([f"engine it feeds (GEMV {board['lanes']} rows x {bpc} blocks, {macs} MAC/cycle)",
+                     DEFAULT.n_codebooks, "", c["LUT4"], c["FF"], c["CCU2"], c["MULT18X18D"], c["EBR"], "", "", "", ""])
+    print(f"\n## Activation encoder beside the ULX3S engine, Yosys synth_ecp5 (DSP flow), Lb=8, LA=64, INT6, E4M3; "
+          f"the engine needs {lanes} scalar(s)/cycle (lanes_to_feed: B*Lb / ceil(max_rows / rows) = "
+          f"{bpc * DEFAULT.block_len} / {-(-board['max_rows'] // board['lanes'])})\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for r in rows:
         print("| " + " | ".join(str(v) for v in r) + " |")
     return out

@@ -85,13 +85,13 @@ def _describe_bcq_dot(dut):
             f"scale multiply on {'a DSP' if dut.scale_multiplier == 'dsp' else 'carry chains'}, {dut.cells} cells")
 
 
-def _bcq_encoder(config, codebooks=None, blocks_per_cycle=1):
-    return BCQEncoder(config, blocks_per_cycle=blocks_per_cycle, codebooks=codebooks)
+def _bcq_encoder(config, codebooks=None, blocks_per_cycle=1, lanes=None):
+    return BCQEncoder(config, blocks_per_cycle=blocks_per_cycle, lanes=lanes, codebooks=codebooks)
 
 
 def _describe_bcq_encoder(dut):
     return (f"{dut.config.describe()}; BF16 in, {dut.lanes} scalars/cycle, latency {dut.latency} cycles "
-            f"from an array's last beat, FIFO {dut.fifo_depth} beats")
+            f"from an array's last beat, FIFO {dut.fifo_depth} beats, table rebuild {dut.fill_cycles} cycles")
 
 
 def _describe_bxp_mac(dut):
@@ -127,7 +127,7 @@ UNITS = {
     "bcq-dot": Unit(_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool,
                                           "scale_multiplier": str, "cells": str},
                     _describe_bcq_dot, takes_config=True),
-    "bcq-encoder": Unit(_bcq_encoder, "bcq_encoder", {"blocks_per_cycle": int}, _describe_bcq_encoder,
+    "bcq-encoder": Unit(_bcq_encoder, "bcq_encoder", {"blocks_per_cycle": int, "lanes": int}, _describe_bcq_encoder,
                         takes_config=True),
     "bxp-mac": Unit(lambda config, n_bits=8, block_bits=2, max_len=4096:
                     BxPMac(BxPConfig(n_bits=n_bits, block_bits=block_bits), max_len=max_len),

@@ -23,15 +23,21 @@ INF, NAN, MAX_FINITE, MIN_SUB = 0x7F80, 0x7FC1, 0x7F7F, 0x0001
 
 
 class EncoderCase:
-    """One vector: its BF16 patterns, input beats, expected output beats (spec)."""
+    """One vector: its BF16 patterns, input beats of ``lanes`` patterns, expected output beats
+    (spec); ``groups``: the input beats of each output beat."""
 
     __slots__ = ("name", "bits", "beats", "expected")
 
-    def __init__(self, name, bits, codebooks, geometry, ts_exp):
+    def __init__(self, name, bits, codebooks, geometry, ts_exp, lanes):
         self.name, self.bits = name, [int(b) for b in bits]
         q = encode_bits(torch.tensor(self.bits), codebooks, ts_exp=ts_exp)
-        self.beats = float16_beats(self.bits, geometry)
+        self.beats = float16_beats(self.bits, lanes)
         self.expected = activation_beats(q, geometry)
+
+    @property
+    def groups(self):
+        per = len(self.beats) // len(self.expected)
+        return [self.beats[k * per:(k + 1) * per] for k in range(len(self.expected))]
 
     def describe(self):
         return f"{self.name}: n={len(self.bits)} bits={[f'{b:04x}' for b in self.bits]}"
@@ -96,10 +102,12 @@ def _random_vector(cfg: BCQConfig, rng, max_arrays):
 
 
 def encoder_cases(cfg: BCQConfig, codebooks: Codebooks, *, seed, count, max_arrays=4, blocks_per_cycle=1,
-                  ts_exp=0, directed=True):
-    """Directed vectors first (unless ``directed`` is False), then ``count`` random vectors."""
+                  lanes=None, ts_exp=0, directed=True):
+    """Directed vectors first (unless ``directed`` is False), then ``count`` random vectors, in
+    input beats of ``lanes`` patterns (None: one output beat's ``B * Lb``)."""
     rng = random.Random(seed)
     geometry = BeatGeometry(cfg, blocks_per_cycle)
     named = directed_vectors(cfg, rng) if directed else []
     named += [(f"random {k}", _random_vector(cfg, rng, max_arrays)) for k in range(count)]
-    return [EncoderCase(name, bits, codebooks, geometry, ts_exp) for name, bits in named]
+    lanes = geometry.scalars_per_beat if lanes is None else lanes
+    return [EncoderCase(name, bits, codebooks, geometry, ts_exp, lanes) for name, bits in named]
