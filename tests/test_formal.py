@@ -15,9 +15,7 @@ pytestmark = pytest.mark.xdist_group("formal")
 PROOFS = formal._proofs()
 
 
-# "nearest" (the encoder's nearest-entry stage) runs in ``make formal``; its proof did not finish
-# within 4 minutes on the shared 2-core machine, so the test suite checks only its mutation test.
-@pytest.mark.parametrize("name", [n for n in PROOFS if n != "nearest"])
+@pytest.mark.parametrize("name", list(PROOFS))
 def test_proof_passes(name, tmp_path):
     r = formal.run_proof(PROOFS[name], workroot=tmp_path)
     assert r.status == "PASS", r.line()
