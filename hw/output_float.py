@@ -24,15 +24,19 @@ class OutputFloat(wiring.Component):
         ``"bf16"`` or ``"fp32"``.
     exp_bits : int
         Width of the signed ``exp`` input (default 10: exponents -512..511).
+    tag_bits : int
+        Width of a ``tag`` carried beside each result unchanged (0: none; the engine passes its
+        row number).
 
     Members
     -------
-    i : ``In(stream.Signature(data.StructLayout({"value": signed(acc_bits)})))``
+    i : ``In(stream.Signature(data.StructLayout({"value": signed(acc_bits)[, "tag": tag_bits]})))``
         Row results.
     exp : ``In(signed(exp_bits))``
         The weight of the accumulator's LSB, ``2**exp`` (the golden model's ``out_exp`` plus the
         exponents of power-of-two tensor scales); hold it while results are in flight.
-    o : ``Out(stream.Signature(unsigned(16 or 32)))``
+    o : ``Out(stream.Signature(unsigned(16 or 32)))``, with a tag
+        ``Out(stream.Signature(data.StructLayout({"value": unsigned(16 or 32), "tag": tag_bits})))``
         The float's bits: overflow gives ``+-Inf``, results below the smallest normal are
         subnormal, a negative value that rounds to zero gives ``-0``, a zero accumulator ``+0``.
 
@@ -41,7 +45,7 @@ class OutputFloat(wiring.Component):
 
     latency = 2     # leading-one search register, rounded result register
 
-    def __init__(self, acc_bits, *, fmt="bf16", exp_bits=10):
+    def __init__(self, acc_bits, *, fmt="bf16", exp_bits=10, tag_bits=0):
         try:
             acc_bits = operator.index(acc_bits)
         except TypeError:
@@ -52,10 +56,14 @@ class OutputFloat(wiring.Component):
             raise ConfigError("fmt", fmt, tuple(OUTPUT_FORMATS))
         if not isinstance(exp_bits, int) or not 2 <= exp_bits <= 16:
             raise ConfigError("exp_bits", exp_bits, "an integer 2..16")
-        self.acc_bits, self.fmt, self.exp_bits = acc_bits, OUTPUT_FORMATS[fmt], exp_bits
-        super().__init__({"i": In(stream.Signature(data.StructLayout({"value": signed(acc_bits)}))),
+        if isinstance(tag_bits, bool) or not isinstance(tag_bits, int) or tag_bits < 0:
+            raise ConfigError("tag_bits", tag_bits, "an integer >= 0")
+        self.acc_bits, self.fmt, self.exp_bits, self.tag_bits = acc_bits, OUTPUT_FORMATS[fmt], exp_bits, tag_bits
+        tag = {"tag": unsigned(tag_bits)} if tag_bits else {}
+        out = data.StructLayout({"value": unsigned(self.fmt.width), **tag}) if tag_bits else unsigned(self.fmt.width)
+        super().__init__({"i": In(stream.Signature(data.StructLayout({"value": signed(acc_bits), **tag}))),
                           "exp": In(signed(exp_bits)),
-                          "o": Out(stream.Signature(unsigned(self.fmt.width)))})
+                          "o": Out(stream.Signature(out))})
 
     def elaborate(self, platform):
         m = Module()
@@ -74,6 +82,11 @@ class OutputFloat(wiring.Component):
         exp1 = Signal(signed(self.exp_bits), name="exp1")
         with m.If(en):
             m.d.sync += [v1.eq(self.i.valid), neg1.eq(self.i.p.value < 0), mag1.eq(mag), pos1.eq(pos), exp1.eq(self.exp)]
+        if self.tag_bits:
+            tag1 = Signal(self.tag_bits, name="tag1")
+            with m.If(en):
+                m.d.sync += [tag1.eq(self.i.p.tag), self.o.p.tag.eq(tag1)]
+        result = self.o.p.value if self.tag_bits else self.o.payload
 
         # Stage 2: quantum, shift, round to nearest even, pack.
         ebits = self.exp_bits + 2
@@ -103,6 +116,5 @@ class OutputFloat(wiring.Component):
                      big.eq((e > f.emax) | (bits >= f.inf))]
         out = Mux(big, f.inf, bits[:f.exp_bits + f.man_bits])
         with m.If(en):
-            m.d.sync += [self.o.valid.eq(v1),
-                         self.o.payload.eq(Mux(mag1 == 0, 0, Cat(out, neg1)))]
+            m.d.sync += [self.o.valid.eq(v1), result.eq(Mux(mag1 == 0, 0, Cat(out, neg1)))]
         return m
