@@ -166,7 +166,8 @@ class BCQEncoder(wiring.Component):
     busy : ``Out(1)``
         The nearest-entry table is being rebuilt.
 
-    How the search is cheap: the nearest entry of a scalar depends only on ``t = ceil(2 y)``
+    How the search is cheap: the scale code is a pipelined binary search over the increasing
+    thresholds (``scale_stages`` comparators, not one per threshold). The nearest entry of a scalar depends only on ``t = ceil(2 y)``
     (``t_bits`` wide) and the codebook, so after codebook writes one :class:`NearestEntry`
     walks every ``(t, codebook)`` and fills a table ``t -> (index, entry)`` of every codebook
     (a block RAM, one read port per lane); per scalar the search is then one table read. The
@@ -180,10 +181,13 @@ class BCQEncoder(wiring.Component):
     FIFO of ``fifo_depth`` input beats holds one array while the next arrives.
     """
 
-    # Cycles from accepting an array's final beat to its first beat entering the datapath: scale
-    # register (1), scale code into its FIFO (1), FIFO read-out (2); then align, divide, t and
-    # table read, block error, selector/output register (4 more, the output register included).
-    base_latency = 8
+    @property
+    def base_latency(self):
+        """Cycles from accepting an array's final beat to the output of a one-beat output beat:
+        array maximum register (1), the scale search (``scale_stages``), code into its FIFO (1),
+        FIFO read-out (2); then align, divide, ``t`` and table read, block error,
+        selector/output register (4 more, the output register included)."""
+        return 8 + self.scale_stages
 
     def __init__(self, config: BCQConfig, *, blocks_per_cycle=1, lanes=None, codebooks: Codebooks | None = None):
         if not isinstance(config, BCQConfig):
@@ -222,7 +226,7 @@ class BCQEncoder(wiring.Component):
     @property
     def fifo_depth(self):
         """Input beats buffered: two arrays and the cycles the scale code takes."""
-        return 2 * self.config.array_len // self.lanes + 4
+        return 2 * self.config.array_len // self.lanes + 4 + self.scale_stages
 
     @property
     def fill_cycles(self):
@@ -268,9 +272,18 @@ class BCQEncoder(wiring.Component):
         m = Cat(mag[:f.man_bits], e_field != 0)
         return m, e_field
 
-    def _scale_code(self, m, amag, ts_exp):
-        """The scale code of an array of largest magnitude ``amag`` (comb), the threshold search
-        of ``encoder_int.array_scale_codes`` on a fixed-point ``amax / 2**ts_exp``."""
+    @property
+    def scale_stages(self):
+        """Pipeline stages of the scale code's binary search: ``T.bit_length()`` for the ``T``
+        thresholds of :func:`scale_thresholds` (7 for E4M3, 4 for E8M0 at ``e8m0_min_exp=-12``)."""
+        return len(scale_thresholds(self.config)).bit_length()
+
+    def _scale_code(self, m, amag, ts_exp, start):
+        """The scale code of an array of largest magnitude ``amag`` (a register, new when
+        ``start``): ``encoder_int.array_scale_codes``' count of thresholds below ``amax / ts``, on
+        a fixed-point ``amax / 2**ts_exp`` with a sticky bit. The thresholds increase, so the count
+        is found by a binary search, one comparator per pipeline stage (``scale_stages``) rather
+        than one per threshold (126 for E4M3: ~2000 carry cells). Returns ``(code, valid)``."""
         cfg, f = self.config, BF16
         th = scale_thresholds(cfg)
         unit_exp = th[0][1]                        # every threshold is num * 2**unit_exp
@@ -292,14 +305,24 @@ class BCQEncoder(wiring.Component):
             m.d.comb += [rs.eq(-g), a_fix.eq(ma >> rs), sticky.eq((ma & ~(Const((1 << width) - 1, width) << rs)[:width]) != 0)]
         with m.Else():
             m.d.comb += sticky.eq(ma != 0)
-        bits = []
-        for n in nums:
-            if cfg.scale_rule == "ceil":
-                bits.append(over | (n < a_fix) | ((a_fix == n) & sticky))
-            else:
-                bits.append(over | (n <= a_fix))
+        stages = self.scale_stages
+        # Stage k knows the count's top k bits (lo) and tests threshold (2 lo + 1) * 2**(stages-k-1) - 1;
+        # past the last threshold the probe is "not below" (a flag beside the constant).
+        lo, a, st, ov, v = Const(0, 1), a_fix, sticky, over, start
+        for k in range(stages):
+            probe = [((2 * j + 1) << (stages - k - 1)) - 1 for j in range(1 << k)]
+            rom = Array(Const((nums[i] << 1 | 1) if i < len(nums) else 0, nb + 1) for i in probe)
+            entry = Signal(nb + 1, name=f"scale_th{k}")
+            m.d.comb += entry.eq(rom[lo] if k else rom[0])
+            n, real = entry[1:], entry[0]
+            below = real & (ov | (n < a) | ((a == n) & st) if cfg.scale_rule == "ceil" else real & (ov | (n <= a)))
+            nxt = [Signal(k + 1, name=f"scale_lo{k + 1}"), Signal.like(a_fix, name=f"scale_a{k + 1}"),
+                   Signal(name=f"scale_st{k + 1}"), Signal(name=f"scale_ov{k + 1}"), Signal(name=f"scale_v{k + 1}")]
+            m.d.sync += [nxt[0].eq(Cat(below, lo) if k else below), nxt[1].eq(a), nxt[2].eq(st), nxt[3].eq(ov),
+                         nxt[4].eq(v)]
+            lo, a, st, ov, v = nxt
         first, _ = scale_code_values(cfg.scale)
-        return tree_sum(bits) + first
+        return lo + first, v
 
     def _decode_scale(self, code):
         """``(mant, exp)`` of a scale code (as ``numerics.scale_decode``)."""
@@ -362,7 +385,7 @@ class BCQEncoder(wiring.Component):
 
         # -- input side: buffer beats, track the array maximum, compute the scale code ---------
         beat_fifo = fifo.SyncFIFOBuffered(width=16 * lanes + 2, depth=self.fifo_depth)
-        scale_fifo = fifo.SyncFIFOBuffered(width=8, depth=2 * cfg.array_len // lanes + 6)
+        scale_fifo = fifo.SyncFIFOBuffered(width=8, depth=2 * cfg.array_len // lanes + 6 + self.scale_stages)
         m.submodules.beat_fifo, m.submodules.scale_fifo = beat_fifo, scale_fifo
 
         count = Signal(range(per_array), name="beat_in_array")
@@ -387,8 +410,8 @@ class BCQEncoder(wiring.Component):
             with m.Else():
                 m.d.sync += [count.eq(count + 1), run_max.eq(new_max)]
         code_in = Signal(8, name="scale_code_in")
-        m.d.comb += [code_in.eq(self._scale_code(m, amax, self.ts_exp)),
-                     scale_fifo.w_en.eq(done), scale_fifo.w_data.eq(code_in)]
+        code, code_valid = self._scale_code(m, amax, self.ts_exp, done)
+        m.d.comb += [code_in.eq(code), scale_fifo.w_en.eq(code_valid), scale_fifo.w_data.eq(code_in)]
 
         # -- datapath: a global-enable pipeline fed from the FIFO heads -----------------------
         en = Signal(name="advance")
