@@ -112,7 +112,9 @@ def lanes_to_feed(layout, max_rows):
     divides ``Lb`` or is a multiple of it). At the ULX3S engine's full 256 rows (16 rows, B = 2,
     Lb = 8) that is 16 / 16 = 1 scalar per cycle, the same rate at which the engine's drain
     produces the previous layer's outputs (R results every ``N / (B * Lb)`` cycles, at most 1 per
-    cycle for N >= 256), which is where an on-chip encoder's input comes from.
+    cycle for N >= 256), which is where an on-chip encoder's input comes from. (The engine's
+    activation loader takes a vector only between runs, so a narrow encoder's vector load, N /
+    lanes cycles, adds to the run instead of overlapping it until the loader is double-buffered.)
 
     Parameters
     ----------
