@@ -38,6 +38,7 @@ from bcq.sw.formats.lobcq import calibrate, encode, fake_quant
 from bcq.sw.formats.quantizers import BASELINES, EQUAL_BITS_BASELINES, get_format, sqnr_db
 from bcq.sw.host.models import minilm_layer
 from bench import report
+from bench.encoder import bench_encoder, bench_encoder_hw
 from bench.minilm import default_formats, evaluate
 from bench.minilm_bxp import evaluate_modes
 
@@ -431,7 +432,7 @@ def bench_fpga():
 
 SECTIONS = {"quality": bench_quality, "minilm": bench_minilm, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp,
             "bxp_engine": bench_bxp_engine, "minilm_bxp": bench_minilm_bxp, "engine": bench_engine,
-            "sim": bench_sim,
+            "sim": bench_sim, "encoder": bench_encoder, "encoder-hw": bench_encoder_hw,
             "fpga": bench_fpga}
 
 

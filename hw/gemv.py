@@ -18,12 +18,14 @@ from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.errors import ConfigError
 from bcq.sw.formats.golden import Arithmetic
+from bcq.sw.formats.output_float import OUTPUT_FORMATS
 from bcq.sw.host.image import LayerImage
 
 from .bcq_block import codebook_write_signature
 from .drain import ResultDrain
 from .engine_rows import RowPair, ScaleAccumulate, delay
 from .gemv_parts import ActivationDecode, ActivationLoader, Issuer
+from .output_float import OutputFloat
 from .pipeline import registered_write, write_port_signature
 
 __all__ = ["GEMV"]
@@ -50,6 +52,10 @@ class GEMV(wiring.Component):
         Rows (from row 0, in pairs) whose products use multipliers (two rows per multiplier:
         :class:`bcq.hw.engine_rows.RowPair`); the others add bit planes in the fabric
         (``fabric``). None: every row. A board with few multipliers spreads its rows over both.
+    output : str or None
+        None: ``o.value`` is the exact accumulator. ``"bf16"`` or ``"fp32"``: it is
+        ``acc * 2**exp`` rounded to nearest even to that float's bits on chip
+        (:class:`bcq.hw.output_float.OutputFloat`, ``OutputFloat.latency`` more edges).
 
     Members
     -------
@@ -57,7 +63,12 @@ class GEMV(wiring.Component):
         The activation vector, beat by beat (indices, selectors, the array's scale code),
         ``last`` on its final beat. Its length must equal the matrix's columns.
     o : ``Out(stream.Signature({value: signed(acc_bits), row}))``
-        One exact accumulator per row, rows in order (value as in ``bcq.sw.formats.golden``).
+        One exact accumulator per row, rows in order (value as in ``bcq.sw.formats.golden``);
+        with ``output``, ``value`` is ``unsigned(16 or 32)``, the float's bits
+        (``bcq.sw.formats.output_float.float_bits(acc, exp, output)``).
+    exp : ``In(signed(10))``, only with ``output``
+        The weight of the accumulator's LSB: the golden model's ``out_exp`` plus the exponents of
+        power-of-two tensor scales. Hold it while results are in flight.
     rows : ``In(range(max_rows + 1))``
         Rows of the matrix in memory; hold steady while ``busy``.
     busy : ``Out(1)``
@@ -74,11 +85,13 @@ class GEMV(wiring.Component):
     """
 
     def __init__(self, layout: EngineLayout, *, max_rows=64, max_cols=1024, codebooks: Codebooks | None = None,
-                 image: LayerImage | None = None, rom=False, group_rows=8, multiplier_rows=None):
+                 image: LayerImage | None = None, rom=False, group_rows=8, multiplier_rows=None, output=None):
         cfg = layout.config
         if multiplier_rows is not None and (not isinstance(multiplier_rows, int) or isinstance(multiplier_rows, bool)
                                             or not 0 <= multiplier_rows <= layout.lanes or multiplier_rows % 2):
             raise ConfigError("multiplier_rows", multiplier_rows, f"None or an even number of rows 0..{layout.lanes}")
+        if output is not None and output not in OUTPUT_FORMATS:
+            raise ConfigError("output", output, f"None, {', '.join(map(repr, OUTPUT_FORMATS))}")
         if not isinstance(max_rows, int) or max_rows < 1:
             raise ConfigError("max_rows", max_rows, "a positive integer")
         if not isinstance(max_cols, int) or max_cols < 1 or max_cols % cfg.array_len:
@@ -89,16 +102,19 @@ class GEMV(wiring.Component):
             raise ConfigError("rom", True, "only with codebooks and an image")
         self.layout, self.max_rows, self.max_cols = layout, max_rows, max_cols
         self.codebooks, self.image, self.rom = codebooks, image, bool(rom)
-        self.group_rows = group_rows
+        self.group_rows, self.output = group_rows, output
         self.multiplier_rows = layout.lanes if multiplier_rows is None else multiplier_rows
         self.arith = Arithmetic(cfg, max_cols)
         members = {
             "x": In(stream.Signature(activation_layout(layout.geometry))),
-            "o": Out(stream.Signature(data.StructLayout({"value": signed(self.acc_bits),
-                                                         "row": unsigned(max(1, (max_rows - 1).bit_length()))}))),
+            "o": Out(stream.Signature(data.StructLayout({
+                "value": signed(self.acc_bits) if output is None else unsigned(OUTPUT_FORMATS[output].width),
+                "row": unsigned(self.row_bits)}))),
             "rows": In(range(max_rows + 1)),
             "busy": Out(1),
         }
+        if output is not None:
+            members["exp"] = In(signed(10))
         if not self.rom:
             members["wmem"] = Out(write_port_signature(unsigned(layout.weight_width), self.weight_depth))
             members["smem"] = Out(write_port_signature(unsigned(layout.scale_width), self.scale_depth))
@@ -108,6 +124,10 @@ class GEMV(wiring.Component):
     @property
     def acc_bits(self):
         return self.arith.acc_bits
+
+    @property
+    def row_bits(self):
+        return max(1, (self.max_rows - 1).bit_length())
 
     @property
     def macs_per_cycle(self):
@@ -144,7 +164,15 @@ class GEMV(wiring.Component):
         m.submodules.decode = dec = ActivationDecode(lay, codebooks=self.codebooks, rom=self.rom)
         m.submodules.drain = drain = ResultDrain(lay.lanes, self.acc_bits, self.max_rows)
         wiring.connect(m, wiring.flipped(self.x), loader.x)
-        wiring.connect(m, drain.o, wiring.flipped(self.o))
+        if self.output is None:
+            wiring.connect(m, drain.o, wiring.flipped(self.o))
+        else:
+            # On-chip float results: the row number rides beside each value as the tag.
+            m.submodules.to_float = conv = OutputFloat(self.acc_bits, fmt=self.output, tag_bits=self.row_bits)
+            m.d.comb += [conv.i.valid.eq(drain.o.valid), drain.o.ready.eq(conv.i.ready),
+                         conv.i.p.value.eq(drain.o.p.value), conv.i.p.tag.eq(drain.o.p.row), conv.exp.eq(self.exp),
+                         self.o.valid.eq(conv.o.valid), conv.o.ready.eq(self.o.ready),
+                         self.o.p.value.eq(conv.o.p.value), self.o.p.row.eq(conv.o.p.tag)]
         if not self.rom:
             wiring.connect(m, wiring.flipped(self.cbw), dec.cbw)
         iss = issuer.o.payload

@@ -17,6 +17,7 @@ from bcq.sw.host.image import read_image, read_int8_image
 from bcq.sw.host.progress import step
 
 from .bcq_dot import BCQDot
+from .bcq_encoder import BCQEncoder
 from .bxp_engine import BxPEngine
 from .bxp_mac import BxPMac
 from .export import verilog_text
@@ -84,6 +85,15 @@ def _describe_bcq_dot(dut):
             f"scale multiply on {'a DSP' if dut.scale_multiplier == 'dsp' else 'carry chains'}, {dut.cells} cells")
 
 
+def _bcq_encoder(config, codebooks=None, blocks_per_cycle=1, lanes=None):
+    return BCQEncoder(config, blocks_per_cycle=blocks_per_cycle, lanes=lanes, codebooks=codebooks)
+
+
+def _describe_bcq_encoder(dut):
+    return (f"{dut.config.describe()}; BF16 in, {dut.lanes} scalars/cycle, latency {dut.latency} cycles "
+            f"from an array's last beat, FIFO {dut.fifo_depth} beats, table rebuild {dut.fill_cycles} cycles")
+
+
 def _describe_bxp_mac(dut):
     modes = ", ".join(f"{m.name}:{dut.products_per_cycle(m)}" for m in dut.config.modes)
     return f"N={dut.config.n_bits} k={dut.config.block_bits}; latency {dut.latency} cycles; products/cycle {modes}"
@@ -117,6 +127,8 @@ UNITS = {
     "bcq-dot": Unit(_bcq_dot, "bcq_dot", {"blocks_per_cycle": int, "max_len": int, "codebook_rom": bool,
                                           "scale_multiplier": str, "cells": str},
                     _describe_bcq_dot, takes_config=True),
+    "bcq-encoder": Unit(_bcq_encoder, "bcq_encoder", {"blocks_per_cycle": int, "lanes": int}, _describe_bcq_encoder,
+                        takes_config=True),
     "bxp-mac": Unit(lambda config, n_bits=8, block_bits=2, max_len=4096:
                     BxPMac(BxPConfig(n_bits=n_bits, block_bits=block_bits), max_len=max_len),
                     "bxp_mac", {"n_bits": int, "block_bits": int, "max_len": int}, _describe_bxp_mac),
@@ -188,6 +200,7 @@ def write_verilog(unit, output, *, config=None, options=(), codebooks=None, imag
     atomic_write(target, text.encode(), make_parents=True)
     header = re.search(rf"^module {name}\((.*?)\);", text, re.M | re.S)
     ports = ", ".join(sorted(p.strip() for p in header.group(1).split(","))) if header else "?"
+    acc = f"; acc {dut.acc_bits} bits" if hasattr(dut, "acc_bits") else ""
     source = f", image {image} layer {dut.image.name}" if unit in IMAGE_UNITS and image is not None else ""
-    return (f"wrote {target}: module {name} ({UNITS[unit].describe(dut)}; acc {dut.acc_bits} bits{source}); "
+    return (f"wrote {target}: module {name} ({UNITS[unit].describe(dut)}{acc}{source}); "
             f"ports: {ports}")

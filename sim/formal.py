@@ -18,6 +18,10 @@ Proofs (harnesses and the specification are in ``sim/formal_spec.py``):
   tests/test_chains.py proves the CCU2C netlist equal to it.
 * ``stream``: the whole BCQ unit's stream contract under every valid/ready pattern (BMC,
   depth argued in ``stream_depth``).
+* ``nearest``: the activation encoder's nearest-entry stage (``hw/bcq_encoder.NearestEntry``)
+  picks the entry a separately written rule prefers, for every ``t`` and every codebook of
+  ``NEAREST_ENTRIES`` entries at the default widths (``sim/formal_encoder_spec.py``, which says
+  why not 16; combinational, depth 1).
 
 Work directories go to ``sim_build/formal/<name>/``; a failing proof names its counterexample
 trace (VCD).
@@ -36,6 +40,7 @@ from amaranth.back import rtlil
 
 from bcq.sw.formats.config import DEFAULT
 
+from .formal_encoder_spec import NEAREST_DEPTH, NEAREST_ENTRIES, nearest_harness
 from .formal_spec import (decode_depth, decode_harness, planes_depth, planes_harness, products_depth, products_harness,
                           stream_depth, stream_harness)
 from .runner import ROOT
@@ -85,6 +90,9 @@ def _proofs():
                                lambda: products_harness(DEFAULT), products_depth(DEFAULT), engine="smtbmc yices")
     proofs["stream"] = Proof("stream", "BCQ unit stream contract, default config",
                              lambda: stream_harness(DEFAULT), stream_depth(DEFAULT))
+    proofs["nearest"] = Proof("nearest", f"encoder nearest-entry stage == spec rule, default widths, "
+                              f"{NEAREST_ENTRIES} free entries", lambda: nearest_harness(DEFAULT), NEAREST_DEPTH,
+                              engine="smtbmc yices")
     return proofs
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from bcq.hw.bcq_block import CodewordDecode, PlaneSum, ProductPlanes
 from bcq.sw.formats.config import DEFAULT, BCQConfig
-from sim import formal, formal_spec
+from sim import formal, formal_encoder_spec, formal_spec
 
 pytestmark = pytest.mark.xdist_group("formal")
 
@@ -89,3 +89,12 @@ def test_depths_follow_the_pipeline():
     assert formal_spec.planes_depth(DEFAULT) == ProductPlanes.latency + 2
     assert formal_spec.products_depth(DEFAULT) == PlaneSum(DEFAULT, DEFAULT.block_len).latency + 2
     assert formal_spec.stream_depth(DEFAULT) == DEFAULT.blocks_per_array + formal_spec.stream_dut(DEFAULT).latency + 2
+
+
+def test_nearest_proof_catches_wrong_tie_rule(tmp_path, monkeypatch):
+    # A spec that breaks value ties towards the larger entry: the gateware's choice must fail it.
+    def larger_on_tie(t, ei, i, ek, k):
+        di, dk = abs(t - 2 * ei), abs(t - 2 * ek)
+        return (di < dk) | ((di == dk) & (ei > ek)) | ((di == dk) & (ei == ek) & (i <= k))
+    monkeypatch.setattr(formal_encoder_spec, "spec_prefers", larger_on_tie)
+    _fails(PROOFS["nearest"], tmp_path)

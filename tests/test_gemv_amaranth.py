@@ -12,14 +12,18 @@ from bcq.sw.contract.beats import activation_beats
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import default_codebooks
 from bcq.sw.formats.config import BCQConfig
-from bcq.sw.formats.golden import dot_fixed
+from bcq.sw.formats.errors import ConfigError
+from bcq.sw.formats.golden import Arithmetic, dot_fixed
+from bcq.sw.formats.output_float import OUTPUT_FORMATS, float_bits
 from bcq.sw.formats.lobcq import encode
 from bcq.sw.host.image import read_image, write_image
+from helpers import exactly
 
 
-def run_engine(dut, rows, vectors, seed, write=None, stall=0.3):
+def run_engine(dut, rows, vectors, seed, write=None, stall=0.3, exp=None):
     """Drive activation vectors, return the rows of results per vector; ``write`` optionally
-    loads (codebook, weight words, scale words) through the write ports first."""
+    loads (codebook, weight words, scale words) through the write ports first; ``exp`` sets the
+    float output's exponent input (an engine built with ``output``)."""
     rng = random.Random(seed)
     results = [[] for _ in vectors]
     sim = Simulator(dut)
@@ -27,6 +31,8 @@ def run_engine(dut, rows, vectors, seed, write=None, stall=0.3):
 
     async def producer(ctx):
         ctx.set(dut.rows, rows)
+        if exp is not None:
+            ctx.set(dut.exp, exp)
         if write is not None:
             cb, ww, sw = write
             for port, words in ((dut.cbw, cb), (dut.wmem, ww), (dut.smem, sw)):
@@ -67,6 +73,34 @@ def test_engine_matches_golden(tmp_path, seed, lanes, bpc, rows, mult_rows):
     got = run_engine(dut, rows, [activation_beats(x, layout.geometry) for x in xs], seed)
     for x, res in zip(xs, got):
         assert res == dot_fixed(layer.weights, x).tolist()
+
+
+@pytest.mark.parametrize("fmt,lanes,bpc,mult_rows", [("bf16", 4, 1, 2), ("fp32", 2, 2, None)])
+def test_engine_float_output_matches_golden(tmp_path, seed, fmt, lanes, bpc, mult_rows):
+    """``output="bf16"``/``"fp32"``: every row's float bits equal ``float_bits`` of the golden
+    accumulator, at the golden ``out_exp`` and at exponents far enough off to overflow to Inf and
+    to round into subnormals and zero."""
+    cb = default_codebooks()
+    layout = EngineLayout(cb.config, lanes, bpc)
+    g = torch.Generator().manual_seed(seed)
+    rows, cols = 7, 128
+    write_image(tmp_path, {"fc": torch.randn(rows, cols, generator=g)}, cb, layout)
+    layer = read_image(tmp_path, layout).layers["fc"]
+    xs = [encode(torch.randn(cols, generator=g) * 3, cb) for _ in range(2)]
+    out_exp = Arithmetic(cb.config, 256).out_exp
+    dut = GEMV(layout, max_rows=16, max_cols=256, codebooks=cb, image=layer, multiplier_rows=mult_rows, output=fmt)
+    f = OUTPUT_FORMATS[fmt]
+    for exp in (out_exp, out_exp + random.Random(seed).randint(-40, 40), f.emax - 8, f.emin - f.man_bits - 12):
+        got = run_engine(dut, rows, [activation_beats(x, layout.geometry) for x in xs], seed, exp=exp)
+        for x, res in zip(xs, got):
+            acc = dot_fixed(layer.weights, x)
+            want = [float_bits(int(a), exp, fmt) for a in acc.tolist()]
+            assert res == want, f"exp={exp}: accumulators {acc.tolist()}"
+
+
+def test_engine_output_format_is_checked():
+    with pytest.raises(ConfigError, match=exactly("invalid config: output='fp16'; allowed: None, 'bf16', 'fp32'")):
+        GEMV(EngineLayout(BCQConfig(), 2, 1), output="fp16")
 
 
 def test_engine_written_at_run_time(tmp_path, seed):

@@ -35,7 +35,7 @@ FORMATS = ("lobcq", "mxfp4", "nvfp4", "int4")
 def sqnr_db(x, xq):
     """10 log10(sum x^2 / sum (x - xq)^2) in float64 (inf when xq == x)."""
     signal = torch.linalg.vector_norm(x, dtype=torch.float64) ** 2
-    noise = torch.linalg.vector_norm(x.to(torch.float64).sub_(xq), dtype=torch.float64) ** 2
+    noise = torch.linalg.vector_norm(x.to(torch.float64, copy=True).sub_(xq), dtype=torch.float64) ** 2
     if noise == 0:
         return float("inf")
     return float(10 * torch.log10(signal / noise))

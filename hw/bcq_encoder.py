@@ -1,0 +1,570 @@
+"""The on-chip activation encoder: BF16 lanes in, LO-BCQ activation beats out, bit-exact with the
+integer encoder specification :mod:`bcq.sw.formats.encoder_int` (docs/arithmetic.md section 7)."""
+
+import operator
+
+import torch
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bcq.sw.contract.beats import activation_layout
+from bcq.sw.contract.bf16_beats import float16_layout
+from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.config import BCQConfig
+from bcq.sw.formats.encoder_int import INPUT_FORMATS, EncoderArithmetic, nearest_entries, scale_thresholds
+from bcq.sw.formats.errors import ConfigError
+from bcq.sw.formats.numerics import scale_code_values
+
+from .bcq_block import codebook_write_signature
+from .pipeline import tree_sum
+
+__all__ = ["BCQEncoder", "NearestEntry", "lanes_to_feed"]
+
+BF16 = INPUT_FORMATS["bf16"]
+
+
+def _signed(v):
+    """``v`` (unsigned) as a signed value of one more bit: the same number."""
+    return Cat(v, Const(0, 1)).as_signed()
+
+
+def _argmin(m, keys, values, name):
+    """Balanced tree over ``(key, value)`` pairs: the least key, the earlier pair on a tie.
+    Returns ``(position, value)`` signals."""
+    nodes = [(k, Const(i, range(len(keys))), v) for i, (k, v) in enumerate(zip(keys, values))]
+    level = 0
+    while len(nodes) > 1:
+        nxt = []
+        for j in range(0, len(nodes) - 1, 2):
+            (ka, ia, va), (kb, ib, vb) = nodes[j], nodes[j + 1]
+            # Named signals per node: nested expressions would be re-evaluated per use.
+            tag = f"{name}_l{level}_{j // 2}"
+            take_b = Signal(name=f"{tag}_b")
+            k = Signal.like(ka, name=f"{tag}_key") if isinstance(ka, Signal) else Signal(ka.shape(), name=f"{tag}_key")
+            i = Signal(range(len(keys)), name=f"{tag}_pos")
+            v = Signal(va.shape(), name=f"{tag}_val")
+            m.d.comb += [take_b.eq(kb < ka),         # strictly less: a tie keeps the earlier one
+                         k.eq(Mux(take_b, kb, ka)), i.eq(Mux(take_b, ib, ia)), v.eq(Mux(take_b, vb, va))]
+            nxt.append((k, i, v))
+        if len(nodes) % 2:
+            nxt.append(nodes[-1])
+        nodes, level = nxt, level + 1
+    return nodes[0][1], nodes[0][2]
+
+
+class NearestEntry(wiring.Component):
+    """The nearest entry of one codebook to one scalar (combinational).
+
+    Parameters
+    ----------
+    config : :class:`BCQConfig`
+    n_entries : int or None
+        Entries compared (None: the codebook's 16). Fewer only for the formal proof, which
+        checks the same comparison tree at the real widths on a small codebook.
+
+    Members
+    -------
+    t : ``In(signed(t_bits))``
+        ``ceil(2 y)`` of the normalized scalar ``y`` (:attr:`EncoderArithmetic.t_bits`).
+    entries : ``In(data.ArrayLayout(signed(entry_bits), 16))``
+        The codebook, in index order (any order of values).
+    index : ``Out(4)``
+        The index of least ``|2t - 1 - 4 entry|``, the lowest such index on a tie: the float
+        encoder's nearest entry of every ``y`` in ``((t-1)/2, t/2]`` (ties: the smaller value,
+        then the lower index), docs/arithmetic.md section 7.
+    value : ``Out(signed(entry_bits))``
+        ``entries[index]``.
+    """
+
+    def __init__(self, config: BCQConfig, n_entries=None):
+        self.config = config
+        self.arith = EncoderArithmetic(config)
+        self.n_entries = config.n_entries if n_entries is None else n_entries
+        if isinstance(self.n_entries, bool) or not isinstance(self.n_entries, int) or \
+                not 1 <= self.n_entries <= config.n_entries:
+            raise ConfigError("n_entries", n_entries, f"None or 1..{config.n_entries}")
+        super().__init__({"t": In(signed(self.arith.t_bits)),
+                          "entries": In(data.ArrayLayout(signed(config.entry_bits), self.n_entries)),
+                          "index": Out(config.index_bits), "value": Out(signed(config.entry_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        keys = []
+        for i in range(self.n_entries):
+            k = Signal(unsigned(self.arith.key_bits), name=f"key{i}")
+            # 2t - 1 - 4e is odd, so two different values never tie; equal values tie.
+            m.d.comb += k.eq(abs(2 * self.t - 1 - 4 * self.entries[i]))
+            keys.append(k)
+        index, value = _argmin(m, keys, list(self.entries), "near")
+        m.d.comb += [self.index.eq(index), self.value.eq(value)]
+        return m
+
+
+def lanes_to_feed(layout, max_rows):
+    """The narrowest encoder (scalars per cycle) that keeps a matrix-vector engine fed.
+
+    The engine (:class:`bcq.hw.gemv.GEMV`) reuses one activation vector of N scalars for every
+    group of R rows: it computes for ``ceil(M / R) * N / (B * Lb)`` cycles per vector of a matrix
+    of M rows. Encoding the next vector in that time needs ``N / cycles = B * Lb / ceil(M / R)``
+    scalars per cycle, rounded up to a width the encoder takes (a divisor of ``B * Lb`` that
+    divides ``Lb`` or is a multiple of it). At the ULX3S engine's full 256 rows (16 rows, B = 2,
+    Lb = 8) that is 16 / 16 = 1 scalar per cycle, the same rate at which the engine's drain
+    produces the previous layer's outputs (R results every ``N / (B * Lb)`` cycles, at most 1 per
+    cycle for N >= 256), which is where an on-chip encoder's input comes from. (The engine's
+    activation loader takes a vector only between runs, so a narrow encoder's vector load, N /
+    lanes cycles, adds to the run instead of overlapping it until the loader is double-buffered.)
+
+    Parameters
+    ----------
+    layout : :class:`bcq.sw.contract.image_layout.EngineLayout`
+        The engine's rows R, blocks per cycle B and format (Lb).
+    max_rows : int
+        M, the matrix's rows.
+    """
+    width = layout.geometry.scalars_per_beat
+    need = -(-width // -(-max_rows // layout.lanes))
+    return min(w for w in _lane_options(layout.config.block_len, width) if w >= need)
+
+
+def _lane_options(block_len, width):
+    return [w for w in range(1, width + 1) if width % w == 0 and (block_len % w == 0 or w % block_len == 0)]
+
+
+class BCQEncoder(wiring.Component):
+    """LO-BCQ activation encoder: a stream of BF16 beats in, the engine's activation beats out.
+
+    Parameters
+    ----------
+    config : :class:`BCQConfig`
+        The format (array scale format and ``scale_rule``, Lb, LA, Nc, entry width).
+    blocks_per_cycle : int
+        B: blocks per output beat (``BeatGeometry``: the engine's activation beat).
+    lanes : int or None
+        Scalars per input beat and cycle: a divisor of ``B * Lb`` that divides ``Lb`` or is a
+        multiple of it (None: ``B * Lb``, one output beat per input beat). An engine that reuses
+        each vector for many rows needs few (:func:`lanes_to_feed`); the datapath's size is
+        proportional to it.
+    codebooks : :class:`Codebooks` or None
+        Initial codebook contents (zeros if None); ``cbw`` rewrites them at run time.
+
+    Members
+    -------
+    i : ``In(stream.Signature(float16_layout(lanes)))``
+        BF16 patterns, ``lanes`` per beat, ``last`` on a vector's final beat. A vector is a
+        multiple of ``array_len`` scalars. (A ``last`` inside an array ends the array, its block
+        and its output beat there: the scale code is that of the array padded with zeros, the
+        selector counts the scalars received, index positions past ``last`` are 0.)
+    o : ``Out(stream.Signature(activation_layout(geometry)))``
+        The encoded beats (indices, selectors, the array's scale code, ``last``), one per
+        ``B * Lb / lanes`` input beats, in order.
+    ts_exp : ``In(signed(8))``
+        The tensor scale is ``2**ts_exp``; hold it while a vector is in flight.
+    cbw : ``Out(codebook_write_signature(config))``
+        Codebook write port, the engine's signature: entry ``addr = selector * 16 + index``
+        gets ``data``. Write while no vector is in flight. After the last write the encoder
+        rebuilds its nearest-entry table for ``fill_cycles`` cycles (``i.ready`` low).
+    busy : ``Out(1)``
+        The nearest-entry table is being rebuilt.
+
+    How the search is cheap: the scale code is a pipelined binary search over the increasing
+    thresholds (``scale_stages`` comparators, not one per threshold). The nearest entry of a scalar depends only on ``t = ceil(2 y)``
+    (``t_bits`` wide) and the codebook, so after codebook writes one :class:`NearestEntry`
+    walks every ``(t, codebook)`` and fills a table ``t -> (index, entry)`` of every codebook
+    (a block RAM, one read port per lane); per scalar the search is then one table read. The
+    block error is compared without the ``Y**2`` term common to every codebook (docs section 7):
+    one ``entry x (entry * 2**F - 2 Y)`` product per lane and codebook, accumulated over the
+    ``Lb / lanes`` beats of a block; the selector is one argmin per block.
+
+    Throughput one input beat per cycle (II = 1) without back-pressure. Latency: ``latency``
+    cycles from the clock edge that accepts an array's final beat to ``o.valid`` of its first
+    output beat (the array must be whole before its scale is known), with ``o.ready`` high; a
+    FIFO of ``fifo_depth`` input beats holds one array while the next arrives.
+    """
+
+    @property
+    def base_latency(self):
+        """Cycles from accepting an array's final beat to the output of a one-beat output beat:
+        array maximum register (1), the scale search (``scale_stages``), code into its FIFO (1),
+        FIFO read-out (2); then align, divide, ``t`` and table read, block error,
+        selector/output register (4 more, the output register included)."""
+        return 8 + self.scale_stages
+
+    def __init__(self, config: BCQConfig, *, blocks_per_cycle=1, lanes=None, codebooks: Codebooks | None = None):
+        if not isinstance(config, BCQConfig):
+            raise ConfigError("config", type(config).__name__, "a BCQConfig")
+        if codebooks is not None and codebooks.config != config:
+            raise ConfigError("codebooks", codebooks.config.describe(), f"codebooks for {config.describe()}")
+        self.config = config
+        self.geometry = BeatGeometry(config, blocks_per_cycle)
+        width = self.geometry.scalars_per_beat
+        options = _lane_options(config.block_len, width)
+        if lanes is None:
+            lanes = width
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in options:
+            raise ConfigError("lanes", lanes, f"one of {', '.join(map(str, options))} (divides B * Lb = {width} "
+                              f"and divides or is a multiple of block_len={config.block_len})")
+        self.lanes = lanes
+        self.arith = EncoderArithmetic(config)
+        self.codebooks = codebooks
+        super().__init__({"i": In(stream.Signature(float16_layout(lanes))),
+                          "o": Out(stream.Signature(activation_layout(self.geometry))),
+                          "ts_exp": In(signed(8)),
+                          "cbw": Out(codebook_write_signature(config)),
+                          "busy": Out(1)})
+
+    @property
+    def beats_per_output(self):
+        """Input beats per output beat: ``B * Lb / lanes``."""
+        return self.geometry.scalars_per_beat // self.lanes
+
+    @property
+    def latency(self):
+        """Cycles from accepting an array's final beat to its first output beat: ``base_latency``
+        plus the ``beats_per_output - 1`` further input beats that output beat collects."""
+        return self.base_latency + self.beats_per_output - 1
+
+    @property
+    def fifo_depth(self):
+        """Input beats buffered: two arrays and the cycles the scale code takes."""
+        return 2 * self.config.array_len // self.lanes + 4 + self.scale_stages
+
+    @property
+    def fill_cycles(self):
+        """Cycles to rebuild the nearest-entry table after a codebook write: ``2**t_bits * Nc``."""
+        return (1 << self.arith.t_bits) * self.config.n_codebooks
+
+    def table(self):
+        """The nearest-entry table's words for the initial codebooks (what the fill computes):
+        at address ``t mod 2**t_bits``, per codebook ``c`` bits ``[c*W, (c+1)*W)`` = index, then
+        entry (``W = index_bits + entry_bits``), from the specification's ``nearest_entries``."""
+        cfg, tb = self.config, self.arith.t_bits
+        entries = (self.codebooks.entries if self.codebooks is not None
+                   else torch.zeros(cfg.n_codebooks, cfg.n_entries, dtype=torch.int64)).to(torch.int64)
+        t = torch.arange(1 << tb, dtype=torch.int64)
+        t = torch.where(t >= 1 << (tb - 1), t - (1 << tb), t)
+        idx = nearest_entries(t, entries)                                    # [2**tb, Nc]
+        val = entries[torch.arange(cfg.n_codebooks), idx] & ((1 << cfg.entry_bits) - 1)
+        w = cfg.index_bits + cfg.entry_bits
+        words = [0] * (1 << tb)
+        for a in range(1 << tb):
+            word = 0
+            for c in range(cfg.n_codebooks):
+                word |= (int(idx[a, c]) | int(val[a, c]) << cfg.index_bits) << (c * w)
+            words[a] = word
+        return words
+
+    # -- pieces ---------------------------------------------------------------------------------
+
+    def _magnitude(self, m, bits, name):
+        """The sign-cleared pattern with Inf -> the largest finite value and NaN -> 0."""
+        f = BF16
+        mag = Signal(15, name=name)
+        special = bits[f.man_bits:15] == f.exp_all_ones
+        nan = special & (bits[:f.man_bits] != 0)
+        m.d.comb += mag.eq(Mux(nan, 0, Mux(special, f.mag_max_finite, bits[:15])))
+        return mag
+
+    def _split(self, mag):
+        """``(m, e_field)``: the integer significand and the biased exponent field (value
+        ``m * 2**(max(e_field, 1) - 1 + e_min)``)."""
+        f = BF16
+        e_field = mag[f.man_bits:15]
+        m = Cat(mag[:f.man_bits], e_field != 0)
+        return m, e_field
+
+    @property
+    def scale_stages(self):
+        """Pipeline stages of the scale code's binary search: ``T.bit_length()`` for the ``T``
+        thresholds of :func:`scale_thresholds` (7 for E4M3, 4 for E8M0 at ``e8m0_min_exp=-12``)."""
+        return len(scale_thresholds(self.config)).bit_length()
+
+    def _scale_code(self, m, amag, ts_exp, start):
+        """The scale code of an array of largest magnitude ``amag`` (a register, new when
+        ``start``): ``encoder_int.array_scale_codes``' count of thresholds below ``amax / ts``, on
+        a fixed-point ``amax / 2**ts_exp`` with a sticky bit. The thresholds increase, so the count
+        is found by a binary search, one comparator per pipeline stage (``scale_stages``) rather
+        than one per threshold (126 for E4M3: ~2000 carry cells). Returns ``(code, valid)``."""
+        cfg, f = self.config, BF16
+        th = scale_thresholds(cfg)
+        unit_exp = th[0][1]                        # every threshold is num * 2**unit_exp
+        nums = [n for n, _ in th]
+        nb = max(nums).bit_length()
+        ma, e_field = self._split(amag)
+        # A = ma * 2**g in threshold units, g = e - ts_exp - unit_exp.
+        g = Signal(signed(12), name="scale_g")
+        m.d.comb += g.eq(_signed(e_field) + Mux(e_field == 0, 1, 0) - 1 + f.e_min - ts_exp - unit_exp)
+        a_fix = Signal(nb + f.man_bits + 1, name="scale_afix")
+        sticky = Signal(name="scale_sticky")
+        over = Signal(name="scale_over")
+        width = f.man_bits + 1
+        m.d.comb += over.eq((g >= nb) & (ma != 0))
+        with m.If(g >= 0):
+            m.d.comb += a_fix.eq(ma << g.as_unsigned()[:max(1, nb.bit_length())])
+        with m.Elif(g > -width):
+            rs = Signal(range(width), name="scale_rshift")
+            m.d.comb += [rs.eq(-g), a_fix.eq(ma >> rs), sticky.eq((ma & ~(Const((1 << width) - 1, width) << rs)[:width]) != 0)]
+        with m.Else():
+            m.d.comb += sticky.eq(ma != 0)
+        stages = self.scale_stages
+        # Stage k knows the count's top k bits (lo) and tests threshold (2 lo + 1) * 2**(stages-k-1) - 1;
+        # past the last threshold the probe is "not below" (a flag beside the constant).
+        lo, a, st, ov, v = Const(0, 1), a_fix, sticky, over, start
+        for k in range(stages):
+            probe = [((2 * j + 1) << (stages - k - 1)) - 1 for j in range(1 << k)]
+            rom = Array(Const((nums[i] << 1 | 1) if i < len(nums) else 0, nb + 1) for i in probe)
+            entry = Signal(nb + 1, name=f"scale_th{k}")
+            m.d.comb += entry.eq(rom[lo] if k else rom[0])
+            n, real = entry[1:], entry[0]
+            below = real & (ov | (n < a) | ((a == n) & st) if cfg.scale_rule == "ceil" else real & (ov | (n <= a)))
+            nxt = [Signal(k + 1, name=f"scale_lo{k + 1}"), Signal.like(a_fix, name=f"scale_a{k + 1}"),
+                   Signal(name=f"scale_st{k + 1}"), Signal(name=f"scale_ov{k + 1}"), Signal(name=f"scale_v{k + 1}")]
+            m.d.sync += [nxt[0].eq(Cat(below, lo) if k else below), nxt[1].eq(a), nxt[2].eq(st), nxt[3].eq(ov),
+                         nxt[4].eq(v)]
+            lo, a, st, ov, v = nxt
+        first, _ = scale_code_values(cfg.scale)
+        return lo + first, v
+
+    def _decode_scale(self, code):
+        """``(mant, exp)`` of a scale code (as ``numerics.scale_decode``)."""
+        fmt = self.config.scale
+        if fmt.name == "e4m3":
+            e, mm = code[3:7], code[:3]
+            mant = Mux(e != 0, Cat(mm, Const(1, 1)), mm)
+            exp = _signed(Mux(e != 0, e, 1)) - 10
+            return mant, exp
+        return Const(1, 1), _signed(code) - 127
+
+    # -- the component ------------------------------------------------------------------------
+
+    def _fill(self, m, cb):
+        """The nearest-entry table and its fill: after any codebook write, one NearestEntry walks
+        every ``(t, codebook)`` (codebooks inner, their results shifted into one word)."""
+        cfg, ar, nc = self.config, self.arith, self.config.n_codebooks
+        w = cfg.index_bits + cfg.entry_bits
+        m.submodules.table = table = memory.Memory(shape=unsigned(nc * w), depth=1 << ar.t_bits, init=self.table(),
+                                                   attrs={"no_rw_check": 1})
+        m.submodules.fill_near = ne = NearestEntry(cfg)
+        fill_t = Signal(ar.t_bits, name="fill_t")
+        fill_c = Signal(range(nc), name="fill_c")
+        row = Signal(nc * w, name="fill_row")
+        dirty = Signal(name="fill_dirty")
+        cbs = Array(Array(cb[c * 16 + i] for i in range(cfg.n_entries)) for c in range(nc))
+        m.d.comb += [ne.t.eq(fill_t.as_signed())] + [ne.entries[i].eq(cbs[fill_c][i]) for i in range(cfg.n_entries)]
+        new = Cat(ne.index, ne.value)
+        wp = table.write_port()
+        m.d.comb += [wp.addr.eq(fill_t), wp.data.eq(Cat(row[w:], new)),
+                     wp.en.eq(dirty & (fill_c == nc - 1) & ~self.cbw.en), self.busy.eq(dirty)]
+        with m.If(self.cbw.en):
+            m.d.sync += [dirty.eq(1), fill_t.eq(0), fill_c.eq(0)]
+        with m.Elif(dirty):
+            m.d.sync += row.eq(Cat(row[w:], new))
+            with m.If(fill_c == nc - 1):
+                m.d.sync += [fill_c.eq(0), fill_t.eq(fill_t + 1)]
+                with m.If(fill_t == (1 << ar.t_bits) - 1):
+                    m.d.sync += dirty.eq(0)
+            with m.Else():
+                m.d.sync += fill_c.eq(fill_c + 1)
+        return table, dirty
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, geo, ar, f = self.config, self.geometry, self.arith, BF16
+        lanes, lb, nc = self.lanes, cfg.block_len, cfg.n_codebooks
+        B, P = geo.blocks_per_cycle, self.beats_per_output
+        per_array = cfg.array_len // lanes
+        slots, width = max(1, lanes // lb), min(lanes, lb)      # blocks per input beat, their lanes
+        per_block = lb // width                                  # input beats per block
+        w = cfg.index_bits + cfg.entry_bits
+
+        # Codebook registers: read only by the table fill.
+        init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else [0] * (nc * 16)
+        cb = Array(Signal(signed(cfg.entry_bits), name=f"cb{a}", init=init[a]) for a in range(nc * 16))
+        with m.If(self.cbw.en):
+            m.d.sync += cb[self.cbw.addr].eq(self.cbw.data)
+        table, dirty = self._fill(m, cb)
+
+        # -- input side: buffer beats, track the array maximum, compute the scale code ---------
+        beat_fifo = fifo.SyncFIFOBuffered(width=16 * lanes + 2, depth=self.fifo_depth)
+        scale_fifo = fifo.SyncFIFOBuffered(width=8, depth=2 * cfg.array_len // lanes + 6 + self.scale_stages)
+        m.submodules.beat_fifo, m.submodules.scale_fifo = beat_fifo, scale_fifo
+
+        count = Signal(range(per_array), name="beat_in_array")
+        run_max = Signal(15, name="run_max")
+        end = Signal(name="array_end")
+        mags = [self._magnitude(m, self.i.p.data[j], f"mag{j}") for j in range(lanes)]
+        beat_max = mags[0]
+        for mg in mags[1:]:
+            beat_max = Mux(mg > beat_max, mg, beat_max)
+        new_max = Signal(15, name="new_max")
+        m.d.comb += [new_max.eq(Mux(beat_max > run_max, beat_max, run_max)),
+                     end.eq((count == per_array - 1) | self.i.p.last),
+                     self.i.ready.eq(beat_fifo.w_rdy & ~dirty),
+                     beat_fifo.w_en.eq(self.i.valid & ~dirty),
+                     beat_fifo.w_data.eq(Cat(self.i.p.data.as_value(), self.i.p.last, end))]
+        done = Signal(name="array_done")
+        amax = Signal(15, name="array_max")
+        m.d.sync += done.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(end):
+                m.d.sync += [count.eq(0), run_max.eq(0), amax.eq(new_max), done.eq(1)]
+            with m.Else():
+                m.d.sync += [count.eq(count + 1), run_max.eq(new_max)]
+        code_in = Signal(8, name="scale_code_in")
+        code, code_valid = self._scale_code(m, amax, self.ts_exp, done)
+        m.d.comb += [code_in.eq(code), scale_fifo.w_en.eq(code_valid), scale_fifo.w_data.eq(code_in)]
+
+        # -- datapath: a global-enable pipeline fed from the FIFO heads -----------------------
+        en = Signal(name="advance")
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        head_ok = Signal(name="head_ok")
+        m.d.comb += head_ok.eq(beat_fifo.r_rdy & scale_fifo.r_rdy & ~dirty)
+        head_end = beat_fifo.r_data[16 * lanes + 1]
+        head_last = beat_fifo.r_data[16 * lanes]
+        m.d.comb += [beat_fifo.r_en.eq(en & head_ok), scale_fifo.r_en.eq(en & head_ok & head_end)]
+
+        def reg(name, shape, value, init=0):
+            r = Signal(shape, name=name, init=init)
+            with m.If(en):
+                m.d.sync += r.eq(value)
+            return r
+
+        # Position of the head beat in its output beat (restarts after ``last``); at least one
+        # bit wide (a zero-width net is an ascending [-1:0] range in Verilog).
+        pos_shape = range(max(2, P))
+        pos = Signal(pos_shape, name="out_pos")
+        with m.If(en & head_ok):
+            m.d.sync += pos.eq(Mux((pos == P - 1) | head_last, 0, pos + 1))
+
+        # Stage 1: decode, align |x| / 2**(s_exp + ts_exp) to frac_bits fractional bits.
+        code = scale_fifo.r_data
+        s_mant, s_exp = self._decode_scale(code)
+        v1 = reg("v1", 1, head_ok)
+        last1 = reg("last1", 1, head_last)
+        pos1 = reg("pos1", pos_shape, pos)
+        code1 = reg("code1", 8, code)
+        mant1 = reg("mant1", 4, s_mant)
+        sh_max = ar.y_bits + 4                      # m >= 1 shifted this far saturates Y
+        n_bits = f.man_bits + 1 + sh_max
+        neg1, num1, lost1, sat1 = [], [], [], []
+        for j in range(lanes):
+            bits = beat_fifo.r_data[16 * j:16 * (j + 1)]
+            mx, e_field = self._split(self._magnitude(m, bits, f"mag_o{j}"))
+            sh = Signal(signed(12), name=f"sh{j}")
+            m.d.comb += sh.eq(_signed(e_field) + Mux(e_field == 0, 1, 0) - 1 + f.e_min - s_exp - self.ts_exp
+                              + ar.frac_bits)
+            num = Signal(n_bits, name=f"num{j}")
+            lost = Signal(name=f"lost{j}")
+            mw = f.man_bits + 1
+            with m.If(sh >= 0):
+                m.d.comb += num.eq(mx << sh.as_unsigned()[:sh_max.bit_length()])
+            with m.Elif(sh > -mw):
+                rs = Signal(range(mw), name=f"rs{j}")
+                m.d.comb += [rs.eq(-sh), num.eq(mx >> rs),
+                             lost.eq((mx & ~(Const((1 << mw) - 1, mw) << rs)[:mw]) != 0)]
+            with m.Else():
+                m.d.comb += lost.eq(mx != 0)
+            neg1.append(reg(f"neg1_{j}", 1, bits[15]))
+            num1.append(reg(f"num1_{j}", n_bits, num))
+            lost1.append(reg(f"lost1_{j}", 1, lost))
+            sat1.append(reg(f"sat1_{j}", 1, (sh > sh_max) & (mx != 0)))
+
+        # Stage 2: Y = floor(num / mant) (restoring division, the remainder stays below mant).
+        v2, last2, code2, pos2 = reg("v2", 1, v1), reg("last2", 1, last1), reg("code2", 8, code1), reg("pos2", pos_shape, pos1)
+        ys2, sticky2, neg2 = [], [], []
+        for j in range(lanes):
+            num = num1[j]
+            y = Signal(ar.y_bits, name=f"y{j}")
+            sticky = Signal(name=f"sticky{j}")
+            sat = Signal(name=f"dsat{j}")
+            if cfg.scale.mant_bits:
+                m.d.comb += sat.eq(sat1[j] | (num[ar.y_bits:] >= mant1))
+                r = num[ar.y_bits:]
+                qbits = []
+                for k in reversed(range(ar.y_bits)):
+                    rr = Signal(5, name=f"div{j}_r{k}")      # 2r + next bit (r < mant <= 15)
+                    ge = Signal(name=f"div{j}_q{k}")
+                    m.d.comb += [rr.eq(Cat(num[k], r[:4])), ge.eq(rr >= mant1)]
+                    qbits.append(ge)
+                    r = Signal(4, name=f"div{j}_rem{k}")
+                    m.d.comb += r.eq(Mux(ge, rr - mant1, rr))
+                q = Cat(*reversed(qbits))
+                zero = mant1 == 0
+                m.d.comb += [y.eq(Mux(zero, 0, Mux(sat, ar.y_max, q))),
+                             sticky.eq(~zero & (sat | lost1[j] | (r[:4] != 0)))]
+            else:
+                m.d.comb += sat.eq(sat1[j] | (num[ar.y_bits:] != 0))
+                m.d.comb += [y.eq(Mux(sat, ar.y_max, num[:ar.y_bits])), sticky.eq(sat | lost1[j])]
+            ys2.append(reg(f"y2_{j}", ar.y_bits, y))
+            sticky2.append(reg(f"sticky2_{j}", 1, sticky))
+            neg2.append(reg(f"neg2_{j}", 1, neg1[j]))
+
+        # Stage 3: t = ceil(2y), the table read (its read register is this stage's register).
+        v3, last3, code3, pos3 = reg("v3", 1, v2), reg("last3", 1, last2), reg("code3", 8, code2), reg("pos3", pos_shape, pos2)
+        half = ar.frac_bits - 1
+        rows3, ysg3 = [], []
+        for j in range(lanes):
+            y = ys2[j]
+            t = Signal(signed(ar.t_bits), name=f"t{j}")
+            floor2 = y[half:]
+            inexact = (y[:half] != 0) | sticky2[j]
+            m.d.comb += t.eq(Mux(neg2[j], -floor2, floor2 + inexact))
+            rp = table.read_port()
+            m.d.comb += [rp.addr.eq(t.as_unsigned()), rp.en.eq(en)]
+            rows3.append(rp.data)
+            ysg3.append(reg(f"ys3_{j}", signed(ar.y_bits + 1), Mux(neg2[j], -y, y)))
+        idx3 = [[rows3[j][c * w:c * w + cfg.index_bits] for c in range(nc)] for j in range(lanes)]
+        val3 = [[rows3[j][c * w + cfg.index_bits:(c + 1) * w].as_signed() for c in range(nc)] for j in range(lanes)]
+
+        # Stage 4: per block slot and codebook, the error without the common sum of Y**2:
+        # sum_j e (e * 2**F - 2 Y_j) (err = 2**F * this + sum_j Y_j**2), accumulated over the
+        # block's beats; the block's indices of every codebook shift in beside it.
+        v4, last4, code4, pos4 = reg("v4", 1, v3), reg("last4", 1, last3), reg("code4", 8, code3), reg("pos4", pos_shape, pos3)
+        first3 = (pos3 % per_block == 0) if per_block > 1 else Const(1, 1)
+        acc_bits = 2 * ar.y_bits + 3 + (lb - 1).bit_length()    # |e (e 2^F - 2Y)| < 2^(2 y_bits + 2)
+        err4, store4 = [], []
+        for s in range(slots):
+            errs, stores = [], []
+            for c in range(nc):
+                terms = []
+                for j in range(s * width, (s + 1) * width):
+                    e = val3[j][c]
+                    terms.append(e * ((e << ar.frac_bits) - (ysg3[j] << 1)))
+                acc = Signal(signed(acc_bits), name=f"err4_{s}_{c}")
+                with m.If(en & v3):
+                    m.d.sync += acc.eq(Mux(first3, 0, acc) + tree_sum(terms))
+                errs.append(acc)
+                st = [Signal(cfg.index_bits, name=f"idx4_{s}_{c}_{k}") for k in range(lb)]
+                with m.If(en & v3):
+                    m.d.sync += [st[k].eq(st[k + width]) for k in range(lb - width)]
+                    m.d.sync += [st[lb - width + jj].eq(idx3[s * width + jj][c]) for jj in range(width)]
+                stores.append(st)
+            err4.append(errs)
+            store4.append(stores)
+
+        # Stage 5: at a block's end, the selector of least error (the lower codebook on a tie)
+        # and its indices into the output beat, which leaves when its last block is in.
+        block_end4 = ((pos4 % per_block == per_block - 1) | last4) if per_block > 1 else Const(1, 1)
+        out_end4 = (pos4 == P - 1) | last4
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(v4 & block_end4 & out_end4)
+            with m.If(v4 & block_end4):
+                m.d.sync += [self.o.p.scale.eq(code4), self.o.p.last.eq(last4)]
+                # The first block of an output beat clears the rest (positions past a `last`).
+                base = pos4 // per_block * slots if per_block > 1 else pos4 * slots
+                with m.If(base == 0):
+                    m.d.sync += self.o.p.idx.as_value().eq(0)
+                    if cfg.selector_bits:
+                        m.d.sync += self.o.p.sel.as_value().eq(0)
+                for s in range(slots):
+                    sel, _ = _argmin(m, err4[s], [Const(c, range(nc)) for c in range(nc)], f"sel{s}")
+                    chosen = [Array(store4[s][c][k] for c in range(nc))[sel] if nc > 1 else store4[s][0][k]
+                              for k in range(lb)]
+                    with m.Switch(base):
+                        for b0 in range(0, B, slots):
+                            with m.Case(b0):
+                                if cfg.selector_bits:
+                                    m.d.sync += self.o.p.sel[b0 + s].eq(sel)
+                                m.d.sync += [self.o.p.idx[(b0 + s) * lb + k].eq(chosen[k]) for k in range(lb)]
+        return m
