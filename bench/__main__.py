@@ -430,9 +430,44 @@ def bench_fpga():
     return out
 
 
+def bench_board():
+    """The ULX3S-85F board build over several nextpnr seeds, read from the report that
+    ``make bitstream SEEDS="1 2 3" BUILD_JOBS=3`` wrote (``build/ulx3s-85f/report.json``, or the
+    file named by ``BCQ_BUILD_REPORT``): post-route Fmax per seed, utilization, and GMAC/s at the
+    clock it was built for (no build here: one takes 30 to 60 minutes on a 2-core machine)."""
+    path = Path(os.environ.get("BCQ_BUILD_REPORT", "build/ulx3s-85f/report.json"))
+    if not path.is_file():
+        print(f"\nbench board: no build report at {path} (run `make bitstream SEEDS=\"1 2 3\" BUILD_JOBS=3` "
+              "first); section skipped")
+        return None
+    reports = json.loads(path.read_text())
+    reports = reports if isinstance(reports, list) else [reports]
+    board = reports[0]["board"]
+    eng = reports[0]["engine"]
+    macs = eng["lanes"] * eng["blocks_per_cycle"] * DEFAULT.block_len
+    clock = reports[0]["target_mhz"]
+    rows = [[r["seed"], f"{r['fmax_mhz']:.1f}", f"{r['target_mhz']:.1f}", "yes" if r["met"] else "NO",
+             (r.get("worst_path") or {}).get("from", "-"), (r.get("worst_path") or {}).get("to", "-")] for r in reports]
+    table(f"{board} post-route Fmax per nextpnr seed ({path})", ["seed", "Fmax MHz", "clock MHz", "met",
+                                                                "worst path from", "to"], rows)
+    cells = reports[0]["cells"]
+    names = ["TRELLIS_COMB", "TRELLIS_FF", "TRELLIS_RAMW", "DP16KD", "MULT18X18D"]
+    table(f"{board} utilization (seed {reports[0]['seed']})", ["cell", "used", "available", "%"],
+          [[n, cells[n][0], cells[n][1], f"{100 * cells[n][0] / cells[n][1]:.0f}"] for n in names if n in cells])
+    fmax = [r["fmax_mhz"] for r in reports]
+    out = {"board": board, "seeds": [r["seed"] for r in reports], "fmax_mhz": fmax, "clock_mhz": clock,
+           "met_all": all(r["met"] for r in reports), "macs_per_cycle": macs,
+           "peak_gmacs_at_clock": macs * clock / 1e3, "cells": cells,
+           "worst_paths": [r.get("worst_path") for r in reports]}
+    print(f"\n{board}: {macs} MAC/cycle at {clock:g} MHz = {out['peak_gmacs_at_clock']:.1f} GMAC/s peak; "
+          f"Fmax over seeds {', '.join(f'{f:.1f}' for f in fmax)} MHz ({'all meet' if out['met_all'] else 'NOT all meet'} "
+          f"the {clock:g} MHz clock)")
+    return out
+
+
 SECTIONS = {"quality": bench_quality, "minilm": bench_minilm, "speed": bench_speed, "hw": bench_hw, "bxp": bench_bxp,
             "bxp_engine": bench_bxp_engine, "minilm_bxp": bench_minilm_bxp, "engine": bench_engine,
-            "sim": bench_sim, "encoder": bench_encoder, "encoder-hw": bench_encoder_hw,
+            "sim": bench_sim, "board": bench_board, "encoder": bench_encoder, "encoder-hw": bench_encoder_hw,
             "fpga": bench_fpga}
 
 
@@ -444,7 +479,9 @@ def main(argv):
     RESULTS.mkdir(exist_ok=True)
     results = {}
     for name in picked:
-        results[name] = SECTIONS[name]()
+        got = SECTIONS[name]()
+        if got is not None:   # None: the section had nothing to measure (said why)
+            results[name] = got
     path = RESULTS / "bench.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     previous.update(results)

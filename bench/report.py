@@ -138,6 +138,14 @@ def _issue13(d):
         L.append(f"| board engine MACs / MULT18X18D | {be['macs'] / be['MULT18X18D']:.2f} | "
                  f"{eng['MACs_per_MULT18'] or 0:.2f} | >= 2 (goal) |")
         L.append(f"| board engine LUT4 / MAC | | {eng['LUT4_per_MAC']:.1f} | |")
+    bd = d.get("board")
+    if bd:
+        be = BEFORE_13["engine"]
+        fmax = ", ".join(f"{f:.1f}" for f in bd["fmax_mhz"])
+        L.append(f"| ULX3S-85F post-route Fmax (seeds {', '.join(map(str, bd['seeds']))}) | {be['fmax_mhz']} "
+                 f"(clock {be['clock_mhz']}) | {fmax} (clock {bd['clock_mhz']:g}) | >= 75 on three seeds |")
+        L.append(f"| ULX3S-85F peak GMAC/s at the clock | {be['macs'] * be['clock_mhz'] / 1e3:.1f} | "
+                 f"{bd['peak_gmacs_at_clock']:.1f} | |")
     L.append("")
     return L
 

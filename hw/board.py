@@ -21,10 +21,11 @@ __all__ = ["UARTAccelerator", "BoardTop", "BOARDS", "ecp5_pll_params"]
 # one DP16KD depth. Rows 0-7 multiply on 64 of the 85F's 156 MULT18X18D (two rows per
 # multiplier), rows 8-15 add bit planes in the fabric: with all 16 rows on 145 multipliers (93%)
 # the placer had to stretch block RAM -> multiplier routes across the die (45.7 MHz estimated
-# after placement, router2 not converging in 30 minutes).
+# after placement, router2 not converging in 30 minutes). The PLL makes 75 MHz (issue 13's bound;
+# post-route Fmax per nextpnr seed in README "On a board").
 BOARDS = {
     "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", lanes=16, blocks_per_cycle=2,
-                      max_rows=256, max_cols=512, clock=100e6, multiplier_rows=8),
+                      max_rows=256, max_cols=512, clock=75e6, multiplier_rows=8),
     "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform", lanes=1, blocks_per_cycle=1,
                        max_rows=32, max_cols=128, clock=12e6),
 }
