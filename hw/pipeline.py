@@ -2,7 +2,7 @@
 registers, a balanced adder tree, the per-vector accumulator that emits on ``last``, and the
 signature of a memory write port."""
 
-from amaranth import ClockSignal, Instance, Module, Mux, Signal, signed
+from amaranth import ClockSignal, Instance, Module, Mux, Signal, Value, signed
 from amaranth.lib import memory
 
 __all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature", "copy_reg"]
@@ -20,8 +20,7 @@ def copy_reg(m: Module, value, name, platform):
     if getattr(platform, "family", None) != "ecp5":
         m.d.sync += r.eq(value)
         return r
-    bits = value.as_value()
-    q = r.as_value()
+    bits, q = Value.cast(value), Value.cast(r)
     for b in range(len(q)):
         m.submodules[f"{name}_ff{b}"] = Instance(
             "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
