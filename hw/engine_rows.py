@@ -14,7 +14,6 @@ from amaranth.lib.wiring import In, Out
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.golden import Arithmetic
 
-from .pipeline import copy_reg
 from .scale import decode_scale
 
 __all__ = ["RowPair", "ScaleAccumulate", "delay", "tree_levels", "pipelined_tree", "plane_products", "pack_pair",
@@ -216,10 +215,8 @@ class RowPair(wiring.Component):
         if self.packed:
             fixes[0] = -(self.x_sum << (e - 1))
             fixes[1] = pipelined_tree(m, "borrows", [b.as_unsigned() for b in borrows], self.levels + 2)
-        # The last stage is this pair's own copy (copy_reg): Yosys would merge every pair's
-        # chain into one flip-flop driving all rows' accumulators.
-        first = copy_reg(m, delay(m, self.first, 2 + self.levels, "first"), "first_q", platform)
-        valid = copy_reg(m, delay(m, self.valid, 2 + self.levels, "valid"), "valid_q", platform)
+        first = delay(m, self.first, 2 + self.levels + 1, "first")
+        valid = delay(m, self.valid, 2 + self.levels + 1, "valid")
         for r in range(self.rows):
             beat = Signal(signed(beat_bits), name=f"beat_sum{r}")
             m.d.sync += beat.eq(sums[r] + fixes[r])

@@ -26,7 +26,7 @@ from .drain import ResultDrain
 from .engine_rows import RowPair, ScaleAccumulate, delay
 from .gemv_parts import ActivationDecode, ActivationLoader, Issuer
 from .output_float import OutputFloat
-from .pipeline import copy_reg, registered_write, write_port_signature
+from .pipeline import registered_write, write_port_signature
 
 __all__ = ["GEMV"]
 
@@ -85,7 +85,7 @@ class GEMV(wiring.Component):
     """
 
     def __init__(self, layout: EngineLayout, *, max_rows=64, max_cols=1024, codebooks: Codebooks | None = None,
-                 image: LayerImage | None = None, rom=False, group_rows=4, multiplier_rows=None, output=None):
+                 image: LayerImage | None = None, rom=False, group_rows=8, multiplier_rows=None, output=None):
         cfg = layout.config
         if multiplier_rows is not None and (not isinstance(multiplier_rows, int) or isinstance(multiplier_rows, bool)
                                             or not 0 <= multiplier_rows <= layout.lanes or multiplier_rows % 2):
@@ -179,7 +179,7 @@ class GEMV(wiring.Component):
         m.d.comb += [issuer.start.eq(loader.start), issuer.n_beats.eq(loader.n_beats), issuer.rows.eq(self.rows),
                      issuer.release.eq(drain.release), loader.done.eq(drain.done), drain.rows.eq(self.rows),
                      loader.raddr.eq(iss.xaddr), dec.beat.eq(loader.rdata), self.busy.eq(loader.busy)]
-        psum, tags = self._rows(m, dec, issuer, platform)
+        psum, tags = self._rows(m, dec, issuer)
         self._scale(m, psum, tags, loader, drain)
         return m
 
@@ -204,7 +204,7 @@ class GEMV(wiring.Component):
         m.d.comb += rp.addr.eq(addr)
         return rp.data
 
-    def _rows(self, m, dec, issuer, platform):
+    def _rows(self, m, dec, issuer):
         """The rows (pairs sharing multipliers, in groups of ``group_rows`` with their own copy of
         the activation codewords); returns every row's array sum and the beat tags delayed to it."""
         lay, cfg, R = self.layout, self.layout.config, self.layout.lanes
@@ -219,13 +219,11 @@ class GEMV(wiring.Component):
         beat_valid = delay(m, valid, d_in, "beat_valid")
         psum = []
         row_lat = None
-        x_sum_delay = d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency)
-        x_sum_early = delay(m, dec.x_sum, x_sum_delay - 1, "x_sum")
         for g in range(0, R, self.group_rows):
-            # A register per row group (kept by synthesis: copy_reg): the activation fans out to
-            # group_rows rows, not to all.
-            x_g = copy_reg(m, dec.words, f"x_g{g}", platform)
-            x_sum = copy_reg(m, x_sum_early, f"x_sum_g{g}", platform)
+            # A register per row group: the activation fans out to group_rows rows, not to all.
+            x_g = delay(m, dec.words, 1, f"x_g{g}")
+            x_sum = delay(m, dec.x_sum, d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency),
+                          f"x_sum_g{g}")
             for r in range(g, min(g + self.group_rows, R), 2):
                 pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r), fabric=r >= self.multiplier_rows)
                 m.submodules[f"rows{r}"] = pair

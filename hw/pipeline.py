@@ -2,30 +2,10 @@
 registers, a balanced adder tree, the per-vector accumulator that emits on ``last``, and the
 signature of a memory write port."""
 
-from amaranth import ClockSignal, Instance, Module, Mux, Signal, Value, signed
+from amaranth import Mux, Signal, signed
 from amaranth.lib import memory
 
-__all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature", "copy_reg"]
-
-
-def copy_reg(m: Module, value, name, platform):
-    """``value`` one clock edge later, in a register of its own that synthesis keeps even where
-    other registers hold the same value: a per-group copy that bounds a signal's fan-out.
-
-    Yosys merges flip-flops with equal inputs (``opt_merge``), so plain per-group copies became
-    one flip-flop driving every row of the 256-MAC engine across the die (a 16.3 ns route, the
-    critical path at 59.5 MHz). On ECP5 the copy is made of ``TRELLIS_FF`` instances, which Yosys
-    does not merge; elsewhere (simulators, other targets) it is an ordinary register."""
-    r = Signal(value.shape(), name=name)
-    if getattr(platform, "family", None) != "ecp5":
-        m.d.sync += r.eq(value)
-        return r
-    bits, q = Value.cast(value), Value.cast(r)
-    for b in range(len(q)):
-        m.submodules[f"{name}_ff{b}"] = Instance(
-            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
-            i_CLK=ClockSignal("sync"), i_DI=bits[b], i_LSR=0, i_CE=1, o_Q=q[b])
-    return r
+__all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature"]
 
 
 def write_port_signature(shape, depth):
