@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "virtual environment ready in $(VENV)/ (console script: $(BIN)/bcq)"
 
 test: install
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q --durations=15
 
 # The layer contract alone (pyproject.toml [tool.importlinter]; also part of make test).
 lint-imports: install
