@@ -123,7 +123,8 @@ class FrameReceiver(wiring.Component):
         r = Signal(REQUEST)
         crc_rx, in_word, idle = Signal(16), Signal(8), Signal(range(self.timeout_cycles + 1))
         la = self.array_len or 1
-        in_array = Signal(range(la))       # whole words modulo LA (GEMV_BF16's length check)
+        # Whole words modulo LA (GEMV_BF16's length check); at least 1 bit wide.
+        in_array = Signal(range(max(2, la)))
         byte, take = self.i.payload, Signal()
         m.d.comb += [take.eq(self.i.valid & self.i.ready), crc.data.eq(byte)]
         status, wsize = self._verdict(m, r, crc.crc == crc_rx, in_word, in_array)
