@@ -209,7 +209,8 @@ def cmd_weights(args):
         print(f"  {line}")
     energy = _channel_energy(args.channel_energy, selection.layers) if args.channel_energy else None
     manifest = write_image(args.output, selection.layers, cb, layout, force=args.force, progress=not args.quiet,
-                           log=_stderr, search=args.search, channel_energy=energy)
+                           log=_stderr, search=args.search, channel_energy=energy,
+                           pow2_tensor_scale=args.pow2_tensor_scale)
     for entry in manifest["layers"]:
         print(f"  {entry['name']}: {entry['shape'][0]} x {entry['shape'][1]} -> {entry['weights']['bin']} "
               f"({entry['weights']['depth']} x {entry['weights']['width']} bits), {entry['scales']['bin']}")
@@ -233,7 +234,8 @@ def _channel_energy(path, layers):
 
 
 def _weights_int8(args):
-    for option, value in (("--search", args.search or None), ("--channel-energy", args.channel_energy)):
+    for option, value in (("--search", args.search or None), ("--channel-energy", args.channel_energy),
+                          ("--pow2-tensor-scale", args.pow2_tensor_scale or None)):
         if value is not None:
             raise BCQError(f"{option} applies to --format lobcq only, not int8")
     for option, value in (("--config", args.config), ("--preset", args.preset), ("--codebooks", args.codebooks),
@@ -472,6 +474,8 @@ def build_parser():
                    "each block's codebook by least error; docs/arithmetic.md section 1)")
     w.add_argument("--channel-energy", metavar="FILE", help="lobcq: .pt/.safetensors of layer -> mean square of each "
                    "input channel on calibration data; the search weighs errors by it (implies --search)")
+    w.add_argument("--pow2-tensor-scale", action="store_true", help="lobcq: each layer's tensor scale is a power of "
+                   "two (the board's BF16 outputs need it: Accelerator.gemv_bf16)")
     w.set_defaults(func=cmd_weights)
 
     im = sub.add_parser("image", help="check or show an image directory", parents=common)

@@ -380,9 +380,13 @@ class BCQEncoder(wiring.Component):
 
         # Codebook registers: read only by the table fill.
         init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else [0] * (nc * 16)
-        cb = Array(Signal(signed(cfg.entry_bits), name=f"cb{a}", init=init[a]) for a in range(nc * 16))
-        with m.If(self.cbw.en):
-            m.d.sync += cb[self.cbw.addr].eq(self.cbw.data)
+        cb = [Signal(signed(cfg.entry_bits), name=f"cb{a}", init=init[a]) for a in range(nc * 16)]
+        # Each register decodes its own address: an Array on the left-hand side (or one Switch)
+        # becomes a Verilog process per register, each with a case over every address
+        # (O(entries**2) text, which made the encoder most of a board top's simulation build).
+        for a in range(nc * 16):
+            with m.If(self.cbw.en & (self.cbw.addr == a)):
+                m.d.sync += cb[a].eq(self.cbw.data)
         table, dirty = self._fill(m, cb)
 
         # -- input side: buffer beats, track the array maximum, compute the scale code ---------

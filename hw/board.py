@@ -23,9 +23,12 @@ __all__ = ["UARTAccelerator", "BoardTop", "BOARDS", "ecp5_pll_params"]
 # the placer had to stretch block RAM -> multiplier routes across the die (45.7 MHz estimated
 # after placement, router2 not converging in 30 minutes). The PLL makes 75 MHz (issue 13's bound;
 # post-route Fmax per nextpnr seed in README "On a board").
+# encoder_lanes: BF16 scalars per cycle of the activation encoder behind GEMV_BF16
+# (bcq.hw.bcq_encoder.lanes_to_feed: 1 keeps the ULX3S engine fed at 256 rows); absent: no encoder
+# (the iCEBreaker's block RAMs and LCs are mostly taken by its engine; not tried).
 BOARDS = {
     "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", lanes=16, blocks_per_cycle=2,
-                      max_rows=256, max_cols=512, clock=75e6, multiplier_rows=8),
+                      max_rows=256, max_cols=512, clock=75e6, multiplier_rows=8, encoder_lanes=1),
     "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform", lanes=1, blocks_per_cycle=1,
                        max_rows=32, max_cols=128, clock=12e6),
 }
@@ -51,8 +54,8 @@ class UARTAccelerator(wiring.Component):
 
     Parameters
     ----------
-    layout, max_rows, max_cols, codebooks, image, build_id, multiplier_rows
-        Those of :class:`bcq.hw.host_link.Accelerator`.
+    layout, max_rows, max_cols, codebooks, image, build_id, multiplier_rows, encoder_lanes
+        Those of :class:`bcq.hw.host_link.Accelerator` (``encoder_lanes``: the BF16 path).
     divisor : int
         Clock cycles per UART bit (clock / baud rate).
     timeout_cycles : int or None
@@ -69,10 +72,10 @@ class UARTAccelerator(wiring.Component):
     """
 
     def __init__(self, layout: EngineLayout, *, divisor, max_rows, max_cols, build_id=0, timeout_cycles=None,
-                 codebooks=None, image=None, multiplier_rows=None):
+                 codebooks=None, image=None, multiplier_rows=None, encoder_lanes=None):
         self.core = Accelerator(layout, max_rows=max_rows, max_cols=max_cols, build_id=build_id,
                                 timeout_cycles=timeout_cycles or 64 * 10 * divisor, codebooks=codebooks, image=image,
-                                multiplier_rows=multiplier_rows)
+                                multiplier_rows=multiplier_rows, encoder_lanes=encoder_lanes)
         self.rx_unit, self.tx_unit = UARTRx(divisor), UARTTx(divisor)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
 
@@ -148,7 +151,8 @@ class BoardTop(Elaboratable):
         m.submodules.acc = acc = UARTAccelerator(self.layout, divisor=round(clk_hz / self.baudrate),
                                                  max_rows=p["max_rows"], max_cols=p["max_cols"], build_id=self.build_id,
                                                  codebooks=self.codebooks, image=self.layer,
-                                                 multiplier_rows=p.get("multiplier_rows"))
+                                                 multiplier_rows=p.get("multiplier_rows"),
+                                                 encoder_lanes=p.get("encoder_lanes"))
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)

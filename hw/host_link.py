@@ -11,17 +11,24 @@ command and length before anything happens; the executor carries a good request 
 writes, or one GEMV whose results stream back in the reply) and answers a bad one with its error
 status, changing nothing; the framer sends the reply. A request is held (the receiver takes no
 new bytes) until its reply has been sent.
+
+With an activation encoder (``encoder_lanes``), GEMV_BF16 runs one layer BF16 in, BF16 out:
+
+payload words ─► BF16 beats ─► :class:`bcq.hw.bcq_encoder.BCQEncoder` ─► engine ``x``;
+engine ``o`` ─► :class:`bcq.hw.output_float.OutputFloat` ─► 2-byte results ─► reply
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bcq.sw.contract import protocol as P
 from bcq.sw.formats.errors import ConfigError
 
+from .bcq_encoder import BCQEncoder
 from .gemv import GEMV
-from .pipeline import write_port_signature
+from .output_float import OutputFloat
+from .pipeline import registered_write, write_port_signature
 
 __all__ = ["Accelerator", "FrameReceiver", "Executor", "ReplyFramer", "WordSerializer", "REQUEST", "HEADER",
            "status_payload"]
@@ -32,15 +39,16 @@ REQUEST = data.StructLayout({"cmd": 8, "status": 8, "length": 16, "start": 16, "
 HEADER = data.StructLayout({"status": 8, "length": 16})
 
 
-def status_payload(engine: GEMV, build_id: int):
-    """The STATUS reply payload (bytes) of an accelerator around ``engine``."""
+def status_payload(engine: GEMV, build_id: int, encoder_lanes: int = 0):
+    """The STATUS reply payload (bytes) of an accelerator around ``engine`` (with an activation
+    encoder of ``encoder_lanes`` lanes, 0: none)."""
     lay = engine.layout
     return P.status_payload(
         build_id=build_id, lanes=lay.lanes, max_rows=engine.max_rows, max_cols=engine.max_cols,
         weight_bytes=P.nbytes(lay.weight_width), scale_bytes=P.nbytes(lay.scale_width),
         beat_bytes=P.nbytes(engine.x.payload.shape().size), result_bytes=P.nbytes(engine.acc_bits),
         codebook_entries=lay.config.n_codebooks * lay.config.n_entries, entry_bits=lay.config.entry_bits,
-        protocol_version=P.PROTOCOL_VERSION)
+        encoder_lanes=encoder_lanes, protocol_version=P.PROTOCOL_VERSION)
 
 
 def _crc_processor(m, name):
@@ -57,11 +65,15 @@ class FrameReceiver(wiring.Component):
         Command -> bytes per payload word (after the 2-byte start field); the known commands
         besides STATUS (which has no payload).
     limits : dict
-        Command -> memory depth: a write must end inside it; GEMV: the most activation beats.
+        Command -> memory depth: a write must end inside it; GEMV: the most activation beats;
+        GEMV_BF16: the most words (the exponents word and ``max_cols`` scalars).
     max_rows : int
         The most rows a GEMV may ask for.
     timeout_cycles : int
         A frame whose next byte does not come within this many cycles is dropped.
+    array_len : int or None
+        LA: a GEMV_BF16 vector must be a positive whole number of block arrays (None: no
+        GEMV_BF16 command).
 
     Members
     -------
@@ -75,13 +87,13 @@ class FrameReceiver(wiring.Component):
         (and ``i`` is not ready) until it is taken, i.e. until the request has been answered.
     """
 
-    def __init__(self, word_bytes, limits, max_rows, *, timeout_cycles):
+    def __init__(self, word_bytes, limits, max_rows, *, timeout_cycles, array_len=None):
         self.word_bytes, self.limits, self.max_rows = dict(word_bytes), dict(limits), max_rows
-        self.timeout_cycles = timeout_cycles
+        self.timeout_cycles, self.array_len = timeout_cycles, array_len
         super().__init__({"i": In(stream.Signature(8)), "buf": In(write_port_signature(8, P.MAX_PAYLOAD)),
                           "req": Out(stream.Signature(REQUEST))})
 
-    def _verdict(self, m, r, crc_ok, in_word):
+    def _verdict(self, m, r, crc_ok, in_word, in_array):
         """The status of a whole frame (combinational)."""
         wsize, limit, known, ok_len, status = (Signal(8), Signal(17), Signal(), Signal(), Signal(8))
         with m.Switch(r.cmd):
@@ -91,8 +103,14 @@ class FrameReceiver(wiring.Component):
             with m.Case(P.CMD_STATUS):
                 m.d.comb += [known.eq(1), ok_len.eq(r.length == 0)]
         whole = (r.length >= 2) & (in_word == 0) & (r.words > 0)
+        rows_ok = (r.start > 0) & (r.start <= self.max_rows)
         with m.If(r.cmd == P.CMD_GEMV):
-            m.d.comb += ok_len.eq(whole & (r.words <= limit) & (r.start > 0) & (r.start <= self.max_rows))
+            m.d.comb += ok_len.eq(whole & (r.words <= limit) & rows_ok)
+        with m.Elif(r.cmd == P.CMD_GEMV_BF16):
+            # The exponents word, then whole block arrays: words - 1 a positive multiple of LA.
+            if self.array_len is not None:
+                m.d.comb += ok_len.eq(whole & (r.words >= 2) & (r.words <= limit) & rows_ok
+                                      & (in_array == 1 % self.array_len))
         with m.Elif(r.cmd != P.CMD_STATUS):
             m.d.comb += ok_len.eq(whole & (r.start + r.words <= limit))
         m.d.comb += status.eq(Mux(~crc_ok, P.STATUS_BAD_CRC, Mux(~known, P.STATUS_UNKNOWN_COMMAND,
@@ -104,9 +122,12 @@ class FrameReceiver(wiring.Component):
         crc = _crc_processor(m, "crc")
         r = Signal(REQUEST)
         crc_rx, in_word, idle = Signal(16), Signal(8), Signal(range(self.timeout_cycles + 1))
+        la = self.array_len or 1
+        # Whole words modulo LA (GEMV_BF16's length check); at least 1 bit wide.
+        in_array = Signal(range(max(2, la)))
         byte, take = self.i.payload, Signal()
         m.d.comb += [take.eq(self.i.valid & self.i.ready), crc.data.eq(byte)]
-        status, wsize = self._verdict(m, r, crc.crc == crc_rx, in_word)
+        status, wsize = self._verdict(m, r, crc.crc == crc_rx, in_word, in_array)
         with m.If(take):       # silence in the middle of a frame drops it
             m.d.sync += idle.eq(0)
         with m.Else():
@@ -127,7 +148,7 @@ class FrameReceiver(wiring.Component):
         with m.FSM():
             with m.State("SYNC"):
                 m.d.comb += [self.i.ready.eq(1), crc.start.eq(take & (byte == P.SYNC_REQUEST))]
-                m.d.sync += [r.length.eq(0), r.words.eq(0), in_word.eq(0)]
+                m.d.sync += [r.length.eq(0), r.words.eq(0), in_word.eq(0), in_array.eq(0)]
                 with m.If(take & (byte == P.SYNC_REQUEST)):
                     m.next = "CMD"
             header_byte("CMD", "LEN0", r.cmd.eq(byte))
@@ -150,7 +171,8 @@ class FrameReceiver(wiring.Component):
                     with m.If(pos < 2):
                         m.d.sync += r.start.word_select(pos[0], 8).eq(byte)
                     with m.Elif(in_word == wsize - 1):   # count whole words as they arrive
-                        m.d.sync += [in_word.eq(0), r.words.eq(r.words + 1)]
+                        m.d.sync += [in_word.eq(0), r.words.eq(r.words + 1),
+                                     in_array.eq(Mux(in_array == la - 1, 0, in_array + 1))]
                     with m.Else():
                         m.d.sync += in_word.eq(in_word + 1)
                     with m.If(pos == r.length - 1):
@@ -339,6 +361,11 @@ class Executor(wiring.Component):
         The engine driven (its widths and depths set the word sizes).
     status : bytes
         The STATUS reply payload.
+    encoder_lanes : int or None
+        With a number, GEMV_BF16 is carried out: an activation encoder
+        (:class:`bcq.hw.bcq_encoder.BCQEncoder`, that many BF16 scalars per cycle) feeds the
+        engine and an :class:`bcq.hw.output_float.OutputFloat` rounds its rows to BF16. None: no
+        encoder (GEMV_BF16 is an unknown command).
 
     Members
     -------
@@ -347,22 +374,34 @@ class Executor(wiring.Component):
     buf : ``In(memory.ReadPort.Signature(...))``
         Drives the frame buffer's read port (payload bytes).
     cbw, wmem, smem : flipped write-port signatures
-        Drive the engine's codebook, weight and scale write ports.
+        Drive the engine's codebook, weight and scale write ports. A codebook write also goes,
+        one edge later, to the encoder's codebooks (one write command fills both).
     x : ``Out(stream.Signature(engine activation layout))``, ``rows`` : ``Out(...)``
-        The activation beats and row count of a GEMV.
+        The activation beats and row count of a GEMV: the payload's beats (GEMV) or the
+        encoder's (GEMV_BF16).
     res : ``In(stream.Signature(engine result layout))``
         The engine's results, one per row.
     hdr, payload : ``Out(stream.Signature(HEADER))``, ``Out(stream.Signature(8))``
         The reply for the framer; ``done`` (``In(1)``) reports it sent.
     """
 
-    def __init__(self, engine: GEMV, status: bytes):
+    def __init__(self, engine: GEMV, status: bytes, *, encoder_lanes=None):
         self.engine, self.status = engine, status
         e = engine
+        cfg = e.layout.config
         self.word_bytes = {P.CMD_WRITE_CODEBOOK: 1, P.CMD_WRITE_WEIGHTS: P.nbytes(e.layout.weight_width),
                            P.CMD_WRITE_SCALES: P.nbytes(e.layout.scale_width),
                            P.CMD_GEMV: P.nbytes(e.x.payload.shape().size)}
         self.result_bytes = P.nbytes(e.acc_bits)
+        self.encoder = self.to_bf16 = None
+        if encoder_lanes is not None:
+            # The encoder's initial codebooks are the engine's (a baked image): both tables agree.
+            self.encoder = BCQEncoder(cfg, blocks_per_cycle=e.layout.blocks_per_cycle, lanes=encoder_lanes,
+                                      codebooks=e.codebooks)
+            if cfg.array_len % encoder_lanes:
+                raise ConfigError("encoder_lanes", encoder_lanes, f"a divisor of array_len={cfg.array_len}")
+            self.to_bf16 = OutputFloat(e.acc_bits, fmt="bf16")
+            self.word_bytes[P.CMD_GEMV_BF16] = P.BF16_BYTES
         sig = e.signature.members
         super().__init__({
             "req": In(stream.Signature(REQUEST)),
@@ -372,6 +411,50 @@ class Executor(wiring.Component):
             "res": In(stream.Signature(e.o.payload.shape())),
             "hdr": Out(stream.Signature(HEADER)), "payload": Out(stream.Signature(8)), "done": In(1)})
 
+    def _bf16(self, m, word, count, is_last, mode):
+        """GEMV_BF16's datapath: the exponents word into registers, the scalars (one per word)
+        gathered ``lanes`` at a time into the encoder, its beats to the engine, the engine's rows
+        through the BF16 converter. Returns the handshake of the payload words it takes (valid,
+        ready) and the serializer of its 2-byte results."""
+        enc, conv = self.encoder, self.to_bf16
+        m.submodules.encoder, m.submodules.to_bf16 = enc, conv
+        m.submodules.bf16_bytes = fb = WordSerializer(P.BF16_BYTES)
+        take_valid, take_ready = Signal(), Signal()
+        fire = take_valid & take_ready
+        # Codebook writes reach the encoder one edge after the engine's port (registered: its
+        # codebook registers are spread over the table fill logic).
+        en, addr, wdata = registered_write(m, self.cbw, "enc_cbw")
+        m.d.comb += [enc.cbw.en.eq(en), enc.cbw.addr.eq(addr), enc.cbw.data.eq(wdata)]
+        ts_exp, out_exp = Signal(signed(8), name="ts_exp"), Signal(signed(10), name="out_exp")
+        m.d.comb += [enc.ts_exp.eq(ts_exp), conv.exp.eq(out_exp)]
+        lanes = enc.lanes
+        # `lanes` scalars per encoder beat, the first in the low bits.
+        gathered = Signal(range(max(2, lanes)), name="bf16_gathered")
+        held = Signal(16 * max(1, lanes - 1), name="bf16_held")
+        m.d.comb += [enc.i.p.data.as_value().eq(Cat(held[:16 * (lanes - 1)], word[:16])), enc.i.p.last.eq(is_last)]
+        with m.If(count == 0):       # the exponents word: ts_exp, w_exp (signed bytes)
+            m.d.comb += take_ready.eq(1)
+            m.d.sync += gathered.eq(0)
+            with m.If(take_valid):
+                m.d.sync += [ts_exp.eq(word[:8].as_signed()),
+                             out_exp.eq(self.engine.arith.out_exp + word[:8].as_signed() + word[8:16].as_signed())]
+        with m.Elif((gathered == lanes - 1) if lanes > 1 else True):
+            m.d.comb += [enc.i.valid.eq(take_valid), take_ready.eq(enc.i.ready)]
+        with m.Else():
+            m.d.comb += take_ready.eq(1)
+        if lanes > 1:
+            with m.If(fire & (count != 0)):
+                m.d.sync += [held.eq(Cat(held[16:], word[:16])),
+                             gathered.eq(Mux(gathered == lanes - 1, 0, gathered + 1))]
+        # The encoder's beats and the converter's results flow while the request is GEMV_BF16
+        # (`mode`, a register), also after the last word was taken.
+        with m.If(mode):
+            m.d.comb += [self.x.payload.eq(enc.o.payload), self.x.valid.eq(enc.o.valid), enc.o.ready.eq(self.x.ready),
+                         conv.i.p.value.eq(self.res.payload.value), conv.i.valid.eq(self.res.valid),
+                         self.res.ready.eq(conv.i.ready)]
+        m.d.comb += [fb.i.payload.eq(conv.o.payload), fb.i.valid.eq(conv.o.valid), conv.o.ready.eq(fb.i.ready)]
+        return take_valid, take_ready, fb
+
     def elaborate(self, platform):
         m = Module()
         r = self.req.payload
@@ -380,32 +463,41 @@ class Executor(wiring.Component):
         m.submodules.result_bytes = rb = WordSerializer(self.result_bytes)
         wiring.connect(m, wiring.flipped(self.buf), words.buf)
         m.d.comb += [words.length.eq(r.length), self.rows.eq(r.start), sb.i.payload.eq(int.from_bytes(self.status, "little")),
-                     rb.i.payload.eq(self.res.payload.value), rb.i.valid.eq(self.res.valid), self.res.ready.eq(rb.i.ready)]
+                     rb.i.payload.eq(self.res.payload.value)]
         with m.Switch(r.cmd):
             for cmd, n in self.word_bytes.items():
                 with m.Case(cmd):
                     m.d.comb += words.wsize.eq(n)
         count, word = Signal(16), words.o.payload
         is_last = count == r.words - 1
+        bf16 = Signal(name="mode_bf16")     # the request being carried out is GEMV_BF16
         targets = {P.CMD_WRITE_CODEBOOK: self.cbw, P.CMD_WRITE_WEIGHTS: self.wmem, P.CMD_WRITE_SCALES: self.smem}
         # Address and data go to every memory whatever the command (only the enable is decoded):
         # gating the 1.6k-bit weight word by the command put the decode on a reset input of every
         # one of its flip-flops, across the die (the critical path of a 4-row ULX3S build).
         for port in targets.values():
             m.d.comb += [port.addr.eq(r.start + count), port.data.eq(word)]
-        m.d.comb += [self.x.payload.as_value().eq(word), self.x.payload.last.eq(is_last)]
+        with m.If(~bf16):
+            m.d.comb += [self.x.payload.as_value().eq(word), self.x.payload.last.eq(is_last),
+                         rb.i.valid.eq(self.res.valid), self.res.ready.eq(rb.i.ready)]
+        serializers = [sb, rb]
+        if self.encoder is not None:
+            take_valid, take_ready, fb = self._bf16(m, word, count, is_last, bf16)
+            serializers.append(fb)
         # The reply's length, registered (the request holds still from IDLE on) and multiplied by
         # shifts: a constant ``*`` became a MULT18X18D in the reply path that the placer put
         # across the die from the framer (a 21 ns path, 47 MHz, in a 256-MAC ULX3S build).
         length = Signal(len(self.hdr.payload.length))
-        k = self.result_bytes
-        rows_bytes = sum(r.start << i for i in range(k.bit_length()) if k >> i & 1)
+
+        def times(k):
+            return sum(r.start << i for i in range(k.bit_length()) if k >> i & 1)
         m.d.sync += length.eq(Mux(r.status != P.STATUS_OK, 0, Mux(r.cmd == P.CMD_STATUS, len(self.status),
-                                                                  Mux(r.cmd == P.CMD_GEMV, rows_bytes, 0))))
+                              Mux(r.cmd == P.CMD_GEMV, times(self.result_bytes),
+                                  Mux(r.cmd == P.CMD_GEMV_BF16, times(P.BF16_BYTES), 0)))))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.req.valid):
-                    m.d.sync += count.eq(0)
+                    m.d.sync += [count.eq(0), bf16.eq((r.cmd == P.CMD_GEMV_BF16) & (r.status == P.STATUS_OK))]
                     with m.If(r.status != P.STATUS_OK):
                         m.next = "HEADER"
                     with m.Elif(r.cmd == P.CMD_STATUS):
@@ -420,6 +512,9 @@ class Executor(wiring.Component):
                             m.d.comb += [port.en.eq(words.o.valid), words.o.ready.eq(1)]
                     with m.Case(P.CMD_GEMV):
                         m.d.comb += [self.x.valid.eq(words.o.valid), words.o.ready.eq(self.x.ready)]
+                    if self.encoder is not None:
+                        with m.Case(P.CMD_GEMV_BF16):
+                            m.d.comb += [take_valid.eq(words.o.valid), words.o.ready.eq(take_ready)]
                 with m.If(words.o.valid & words.o.ready):
                     m.d.sync += count.eq(count + 1)
                     with m.If(is_last):
@@ -433,8 +528,8 @@ class Executor(wiring.Component):
                 with m.If(self.hdr.ready):
                     m.next = "REPLY"
             with m.State("REPLY"):
-                source = Mux(r.cmd == P.CMD_STATUS, 0, 1)
-                for k, ser in enumerate((sb, rb)):
+                source = Mux(r.cmd == P.CMD_STATUS, 0, Mux(bf16, 2, 1))
+                for k, ser in enumerate(serializers):
                     with m.If(source == k):
                         m.d.comb += [self.payload.valid.eq(ser.o.valid), self.payload.payload.eq(ser.o.payload),
                                      ser.o.ready.eq(self.payload.ready)]
@@ -455,6 +550,10 @@ class Accelerator(wiring.Component):
         32 bits, reported by STATUS.
     timeout_cycles : int
         A frame whose next byte does not come within this many cycles is dropped.
+    encoder_lanes : int or None
+        BF16 scalars per cycle of the activation encoder behind GEMV_BF16 (a width
+        :class:`bcq.hw.bcq_encoder.BCQEncoder` takes that divides LA; reported by STATUS). None: no
+        encoder and no GEMV_BF16.
 
     Members
     -------
@@ -465,24 +564,29 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, layout, *, max_rows, max_cols, codebooks=None, image=None, build_id=0,
-                 timeout_cycles=1 << 16, multiplier_rows=None):
+                 timeout_cycles=1 << 16, multiplier_rows=None, encoder_lanes=None):
         if not isinstance(build_id, int) or not 0 <= build_id < 1 << 32:
             raise ConfigError("build_id", build_id, "a 32-bit unsigned integer")
         self.engine = GEMV(layout, max_rows=max_rows, max_cols=max_cols, codebooks=codebooks, image=image,
                            multiplier_rows=multiplier_rows)
         self.build_id, self.timeout_cycles = build_id, timeout_cycles
+        self.encoder_lanes = encoder_lanes
+        self.executor = Executor(self.engine, status_payload(self.engine, build_id, encoder_lanes or 0),
+                                 encoder_lanes=encoder_lanes)
         super().__init__({"i": In(stream.Signature(8)), "o": Out(stream.Signature(8)), "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         eng = self.engine
         m.submodules.engine = eng
-        m.submodules.executor = ex = Executor(eng, status_payload(eng, self.build_id))
-        limits = {P.CMD_WRITE_CODEBOOK: eng.layout.config.n_codebooks * eng.layout.config.n_entries,
+        m.submodules.executor = ex = self.executor
+        cfg = eng.layout.config
+        limits = {P.CMD_WRITE_CODEBOOK: cfg.n_codebooks * cfg.n_entries,
                   P.CMD_WRITE_WEIGHTS: eng.weight_depth, P.CMD_WRITE_SCALES: eng.scale_depth,
-                  P.CMD_GEMV: eng.xbuf_depth}
-        m.submodules.receiver = rx = FrameReceiver(ex.word_bytes, limits, eng.max_rows,
-                                                   timeout_cycles=self.timeout_cycles)
+                  P.CMD_GEMV: eng.xbuf_depth, P.CMD_GEMV_BF16: 1 + eng.max_cols}
+        m.submodules.receiver = rx = FrameReceiver(
+            ex.word_bytes, limits, eng.max_rows, timeout_cycles=self.timeout_cycles,
+            array_len=cfg.array_len if self.encoder_lanes is not None else None)
         m.submodules.framer = tx = ReplyFramer()
         m.submodules.frame_buffer = buf = memory.Memory(shape=8, depth=P.MAX_PAYLOAD, init=[])
         wiring.connect(m, rx.buf, buf.write_port())

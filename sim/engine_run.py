@@ -1,6 +1,7 @@
 """One layer through the matrix-vector engine on Verilator: image, build, cocotb run, and the
 figures (bit-exact check inside the testbench, error against FP32, cycles). Used by the tests,
-``make demo`` and ``make bench``."""
+``make demo`` and ``make bench``. :func:`simulate_board_bf16`: the same layer BF16 in, BF16 out
+through the simulated board (UART, host driver, on-chip encoder and BF16 rounding)."""
 
 import json
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bcq.hw.board import UARTAccelerator
 from bcq.hw.gemv import GEMV
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import default_codebooks
@@ -55,3 +57,40 @@ def simulate_layer(workdir, name, weight, *, lanes=4, blocks_per_cycle=1, vector
     return {"rel_l2": float((y_hw - y_fp).norm() / y_fp.norm()), "cycles": res["cycles"],
             "macs_per_cycle": vectors * weight.numel() / res["cycles"], "peak_macs_per_cycle": dut.macs_per_cycle,
             "image": work / "image", "sim_log": log, "build_dir": build_dir}
+
+
+def simulate_board_bf16(workdir, name, weight, activations, *, lanes=4, blocks_per_cycle=1, encoder_lanes=1,
+                        divisor=4, waves=False):
+    """The layer ``weight`` BF16 in, BF16 out through the simulated board: a
+    :class:`bcq.hw.board.UARTAccelerator` sized for the layer, its image (power-of-two tensor
+    scale) and codebooks baked into the memories, and the host driver's ``gemv_bf16`` on each row
+    of ``activations`` [V, cols] through the UART pins (``divisor`` clock cycles per bit). The
+    testbench checks every output bit-exact against :mod:`bcq.sw.formats.golden_bf16`.
+
+    Returns {rel_l2 (the BF16 outputs against FP32 ``F.linear``), outputs (bfloat16 [V, rows]),
+    cycles, image, sim_log, build_dir}."""
+    work = Path(workdir).resolve()
+    cb = default_codebooks()
+    layout = EngineLayout(cb.config, lanes, blocks_per_cycle)
+    rows, cols = weight.shape
+    write_image(work / "image_bf16", {name: weight}, cb, layout, pow2_tensor_scale=True)
+    layer = read_image(work / "image_bf16", layout).layers[name]
+    xs = activations.detach().to(torch.float32).cpu()
+    torch.save(xs, work / "activations_bf16.pt")
+    dut = UARTAccelerator(layout, divisor=divisor, max_rows=rows, max_cols=cols, codebooks=cb, image=layer,
+                          encoder_lanes=encoder_lanes)
+    build_dir = build(dut, "board", waves=waves)
+    out = work / "outputs_bf16.pt"
+    params = {"image": str(work / "image_bf16"), "layer": name, "divisor": divisor,
+              "activations": str(work / "activations_bf16.pt"), "out": str(out)}
+    try:
+        log = run_cocotb(build_dir, "board", "bcq.sim.tb_board", test_dir=work / "board_sim", testcase="layer_bf16",
+                         env={"BOARD_RUN": json.dumps(params)}, waves=waves)
+    except AssertionError as e:
+        raise BCQError(f"the board did not match the golden model; see {work / 'board_sim' / 'sim.log'}: "
+                       f"{str(e)[:300]}") from None
+    ys = torch.load(out)
+    y_fp = F.linear(xs.double(), weight.double())
+    return {"rel_l2": float((ys.double() - y_fp).norm() / y_fp.norm()), "outputs": ys,
+            "cycles": json.loads(Path(str(out) + ".json").read_text())["cycles"], "image": work / "image_bf16",
+            "sim_log": log, "build_dir": build_dir}

@@ -113,7 +113,7 @@ def test_ulx3s_engine_needs_one_lane():
     """lanes_to_feed: B * Lb / ceil(M / R) scalars per cycle, rounded up to a width the encoder
     takes."""
     lay = EngineLayout(BCQConfig(), BOARDS["ulx3s-85f"]["lanes"], BOARDS["ulx3s-85f"]["blocks_per_cycle"])
-    assert lanes_to_feed(lay, BOARDS["ulx3s-85f"]["max_rows"]) == 1
+    assert lanes_to_feed(lay, BOARDS["ulx3s-85f"]["max_rows"]) == 1 == BOARDS["ulx3s-85f"]["encoder_lanes"]
     assert lanes_to_feed(lay, 16) == 16          # one row group: the engine's full beat rate
     assert lanes_to_feed(lay, 48) == 8           # 16 / 3 -> 5.3, the next width the encoder takes
     assert lanes_to_feed(lay, 64) == 4

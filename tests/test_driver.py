@@ -13,8 +13,10 @@ from bcq.sw.contract import protocol as P
 from bcq.sw.contract.beats import activation_beats
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.encoder_int import float_bits
 from bcq.sw.formats.errors import BCQError
 from bcq.sw.formats.golden import dot_fixed, to_value
+from bcq.sw.formats.golden_bf16 import gemv_bf16, pow2_exponent
 from bcq.sw.formats.lobcq import encode
 from bcq.sw.host.driver import Accelerator, LinkError
 from bcq.sw.host.image import read_image, write_image
@@ -276,3 +278,94 @@ def test_misuse_is_a_named_error(setup):
         acc.gemv_fixed(torch.randn(COLS))
     with pytest.raises(BCQError, match=exactly("gemv: x must be a 1-D float tensor, not a tensor of shape (2, 128)")):
         acc.gemv(torch.randn(2, COLS))
+
+
+# -- BF16 in, BF16 out (GEMV_BF16) -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def setup_pow2(tmp_path_factory):
+    """An image whose layer has a power-of-two tensor scale (what GEMV_BF16 needs)."""
+    cb = default_codebooks()
+    layout = EngineLayout(cb.config, 2, 1)
+    path = tmp_path_factory.mktemp("img2")
+    write_image(path, {"fc": torch.randn(ROWS, COLS, generator=torch.Generator().manual_seed(0))}, cb, layout,
+                pow2_tensor_scale=True)
+    img = read_image(path, layout)
+    return img, img.layers["fc"]
+
+
+def test_gemv_bf16_round_trip(setup_pow2, seed):
+    img, layer = setup_pow2
+    x = torch.randn(COLS, generator=torch.Generator().manual_seed(seed)) * 3
+    want, ts = gemv_bf16(layer.weights, x)
+    body = b"".join((int(v) & 0xFFFF).to_bytes(2, "little") for v in want.view(torch.int16).tolist())
+    acc, board = loaded(img, layer, [reply(body)], encoder_lanes=1)
+    got = acc.gemv_bf16(x)
+    assert got.dtype == torch.bfloat16 and torch.equal(got.view(torch.int16), want.view(torch.int16))
+    # What was sent: rows, the exponents word (ts_exp, w_exp), the BF16 patterns of x.
+    cmd, sent = P.parse_reply(bytes([P.SYNC_REPLY]) + board.requests[-1][1:])
+    assert cmd == P.CMD_GEMV_BF16
+    w_exp = pow2_exponent(layer.weights.tensor_scale)
+    assert sent[:4] == ROWS.to_bytes(2, "little") + bytes([ts & 0xFF, w_exp & 0xFF])
+    assert [int.from_bytes(sent[i:i + 2], "little") for i in range(4, len(sent), 2)] == float_bits(x).tolist()
+    # A bfloat16 vector goes as it is; ts_exp given by the caller is sent.
+    xb = x.to(torch.bfloat16)
+    acc2, board2 = loaded(img, layer, [reply(body)], encoder_lanes=1)
+    assert torch.equal(acc2.gemv_bf16(xb, ts_exp=ts).view(torch.int16), want.view(torch.int16))
+    assert board2.requests[-1] == board.requests[-1]
+
+
+def test_gemv_bf16_misuse_is_refused_before_a_byte_is_sent(setup, setup_pow2):
+    img, layer = setup_pow2
+    acc, board = loaded(img, layer, encoder_lanes=1)
+    sent = len(board.requests)
+    x = torch.randn(COLS)
+    for call, message in [
+        (lambda: acc.gemv_bf16(x[:-1]), f"gemv_bf16: x has {COLS - 1} scalars; layer fc has {COLS} columns"),
+        (lambda: acc.gemv_bf16(x.reshape(2, -1)),
+         f"gemv_bf16: x must be a 1-D floating-point tensor, not a torch.float32 tensor of shape (2, {COLS // 2})"),
+        (lambda: acc.gemv_bf16(torch.zeros(COLS, dtype=torch.int32)),
+         f"gemv_bf16: x must be a 1-D floating-point tensor, not a torch.int32 tensor of shape ({COLS},)"),
+        (lambda: acc.gemv_bf16([0.0] * COLS), "gemv_bf16: x must be a 1-D floating-point tensor, not list"),
+        (lambda: acc.gemv_bf16(x, ts_exp=128), "gemv_bf16: ts_exp=128; allowed: None or an integer -128..127"),
+        (lambda: acc.gemv_bf16(x, ts_exp=1.0), "gemv_bf16: ts_exp=1.0; allowed: None or an integer -128..127"),
+    ]:
+        with pytest.raises(BCQError, match=exactly(message)):
+            call()
+    assert len(board.requests) == sent
+    fp32_img, fp32_layer = setup                    # an FP32 tensor scale: no BF16 output
+    acc, board = loaded(fp32_img, fp32_layer, encoder_lanes=1)
+    ts = fp32_layer.weights.tensor_scale
+    with pytest.raises(BCQError, match=exactly(
+            f"gemv_bf16: layer fc's tensor scale {ts!r} is not a power of two 2**e with e in -128..127: the board's "
+            "BF16 output adds the scale's exponent and has no multiplier (write the image with "
+            "pow2_tensor_scale=True, bcq weights --pow2-tensor-scale)")):
+        acc.gemv_bf16(x)
+    acc, board = loaded(img, layer)                 # a board without the encoder
+    with pytest.raises(BCQError, match=exactly(
+            "gemv_bf16: the board has no activation encoder (STATUS encoder_lanes=0; built without one): use gemv()")):
+        acc.gemv_bf16(x)
+    with pytest.raises(BCQError, match=exactly("gemv_bf16: no layer loaded; call write_layer(layer) first")):
+        Accelerator(Board(), timeout=1.0).gemv_bf16(x)
+
+
+def test_gemv_bf16_wrong_number_of_results_is_refused(setup_pow2):
+    img, layer = setup_pow2
+    acc, _ = loaded(img, layer, [reply(bytes(2 * ROWS + 2))], encoder_lanes=1)
+    with pytest.raises(LinkError, match=exactly(
+            f"GEMV_BF16: garbled reply: {2 * ROWS + 2} payload bytes where the protocol gives {2 * ROWS}")):
+        acc.gemv_bf16(torch.randn(COLS))
+
+
+def test_use_layer_writes_nothing_and_checks_the_layer(setup_pow2):
+    img, layer = setup_pow2
+    board = Board(reply(status_of(img.layout)))
+    acc = Accelerator(board, timeout=1.0)
+    acc.use_layer(layer)
+    assert acc.layer is layer and [r[1] for r in board.requests] == [P.CMD_STATUS]
+    acc = Accelerator(Board(reply(status_of(img.layout, max_rows=ROWS - 1))), timeout=1.0)
+    with pytest.raises(BCQError, match=exactly(f"layer fc ({ROWS} x {COLS}) exceeds the board's {ROWS - 1} x {COLS}")):
+        acc.use_layer(layer)
+    assert acc.layer is None
+    with pytest.raises(BCQError, match=exactly("use_layer takes a LayerImage (read_image(path).layers[name]), not str")):
+        acc.use_layer("fc")

@@ -1,5 +1,5 @@
-"""The accelerator's host protocol at byte level (Amaranth simulator): every command, and every
-framing error gets its error reply without side effects."""
+"""The accelerator's host protocol at byte level (Amaranth simulator): every command (GEMV_BF16
+included), and every framing error gets its error reply without side effects."""
 from amaranth.sim import Simulator
 import pytest
 import torch
@@ -9,7 +9,9 @@ from bcq.sw.contract import protocol as P
 from bcq.sw.contract.beats import activation_beats
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import default_codebooks
+from bcq.sw.formats.encoder_int import float_bits, tensor_scale_exp
 from bcq.sw.formats.golden import dot_fixed
+from bcq.sw.formats.golden_bf16 import gemv_bf16_bits, pow2_exponent
 from bcq.sw.formats.lobcq import encode
 from bcq.sw.host.image import read_image, write_image
 
@@ -107,3 +109,45 @@ def test_truncated_frame_times_out_then_link_recovers(setup):
     # The truncated request gets no reply; after the timeout the next request is answered.
     replies = exchange(dut, [truncated, 60, P.request(P.CMD_STATUS)], n_replies=1)
     assert P.parse_reply(replies[0]) == (P.STATUS_OK, status_payload(dut.engine, 0))
+
+
+def test_gemv_bf16_and_its_bad_lengths(tmp_path, seed):
+    """GEMV_BF16 with a 2-lane encoder (the scalars gathered two per encoder beat): bit-exact with
+    the golden model; a vector that is not whole block arrays, longer than the engine, without
+    scalars or with 0 rows is refused and changes nothing. The encoder's codebooks start empty:
+    one codebook write fills them and the engine's."""
+    cb = default_codebooks()
+    layout = EngineLayout(cb.config, 2, 1)
+    write_image(tmp_path, {"fc": torch.randn(5, 128, generator=torch.Generator().manual_seed(seed))}, cb, layout,
+                pow2_tensor_scale=True)
+    layer = read_image(tmp_path, layout).layers["fc"]
+    dut = Accelerator(layout, max_rows=8, max_cols=128, build_id=3, encoder_lanes=2)
+    la = cb.config.array_len
+    x = torch.randn(128, generator=torch.Generator().manual_seed(seed + 1)) * 5
+    bits = float_bits(x).tolist()
+    ts, w_exp = tensor_scale_exp(float_bits(x), cb.config), pow2_exponent(layer.weights.tensor_scale)
+    reqs = [P.request(P.CMD_STATUS),
+            P.request(P.CMD_WRITE_CODEBOOK, words_payload(0, [v & 0xFF for v in cb.entries.flatten().tolist()], 1)),
+            P.request(P.CMD_WRITE_WEIGHTS, words_payload(0, layer.weight_words, P.nbytes(layout.weight_width))),
+            P.request(P.CMD_WRITE_SCALES, words_payload(0, layer.scale_words, P.nbytes(layout.scale_width))),
+            P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(5, ts, w_exp, bits[:la + 2])),    # not whole arrays
+            P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(5, ts, w_exp, bits + bits[:la])),  # past max_cols
+            P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(5, ts, w_exp, [])),               # the exponents only
+            P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(0, ts, w_exp, bits)),             # 0 rows
+            P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(5, ts, w_exp, bits)[:-1]),        # half a word
+            P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(5, ts, w_exp, bits)),
+            P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(3, ts - 3, w_exp, bits))]        # saturating scale
+    replies = [P.parse_reply(r) for r in exchange(dut, reqs)]
+    assert replies[0] == (P.STATUS_OK, status_payload(dut.engine, 3, 2))
+    assert [s for s, _ in replies] == [P.STATUS_OK] * 4 + [P.STATUS_BAD_LENGTH] * 5 + [P.STATUS_OK] * 2
+    assert P.parse_bf16_results(replies[9][1]) == gemv_bf16_bits(layer.weights, float_bits(x), ts_exp=ts).tolist()
+    assert P.parse_bf16_results(replies[10][1]) == \
+        gemv_bf16_bits(layer.weights, float_bits(x), ts_exp=ts - 3).tolist()[:3]
+
+
+def test_gemv_bf16_is_unknown_without_an_encoder(setup):
+    _, layout, _ = setup
+    dut = Accelerator(layout, max_rows=8, max_cols=128)
+    replies = [P.parse_reply(r) for r in exchange(dut, [P.request(P.CMD_GEMV_BF16, P.gemv_bf16_payload(1, 0, 0, [0] * 64)),
+                                                        P.request(P.CMD_STATUS)])]
+    assert replies == [(P.STATUS_UNKNOWN_COMMAND, b""), (P.STATUS_OK, status_payload(dut.engine, 0))]

@@ -1,6 +1,8 @@
-"""`bcq weights --search / --channel-energy`: the image holds the weight search's encoding
+"""`bcq weights --search / --channel-energy / --pow2-tensor-scale`: the image holds the weight search's encoding
 (bcq.sw.formats.lobcq.encode_weights, itself checked against a slow reference in
 tests/test_weight_search.py), layer by layer, and bad energy files get named errors."""
+
+import math
 
 import pytest
 import torch
@@ -73,3 +75,25 @@ def test_energy_file_errors(model, capsys):
     assert not (tmp / "x").exists()
     assert main(["weights", str(tmp / "m.pt"), "-o", str(tmp / "x"), "--format", "int8", "--search", "--quiet"]) == 2
     assert capsys.readouterr().err == "bcq: error: --search applies to --format lobcq only, not int8\n"
+
+
+def test_pow2_tensor_scale(model, capsys):
+    """`--pow2-tensor-scale`: each layer's tensor scale is the power of two at or above the FP32 one
+    (what the board's BF16 output needs), with the plain encoding and with the search."""
+    tmp, cb, state, _ = model
+    layout = EngineLayout(cb.config, 4, 1)
+    assert main(["weights", str(tmp / "m.pt"), "-o", str(tmp / "p2"), "--pow2-tensor-scale", "--quiet"]) == 0
+    assert main(["weights", str(tmp / "m.pt"), "-o", str(tmp / "s2"), "--pow2-tensor-scale", "--search",
+                 "--quiet"]) == 0
+    p, s = read_image(tmp / "p2"), read_image(tmp / "s2")
+    for name, w in state.items():
+        mant, exp = math.frexp(encode(w, cb).tensor_scale)
+        pow2 = 2.0 ** (exp - 1 if mant == 0.5 else exp)          # the power of two at or above it
+        for img, want in ((p, encode(w, cb, pow2_tensor_scale=True)),
+                          (s, encode_weights(w, cb, pow2_tensor_scale=True))):
+            ts = img.layers[name].weights.tensor_scale
+            assert ts == want.tensor_scale == pow2
+            assert _words(img, name) == weight_words(want, layout)
+    assert main(["weights", str(tmp / "m.pt"), "-o", str(tmp / "x"), "--format", "int8", "--pow2-tensor-scale",
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err == "bcq: error: --pow2-tensor-scale applies to --format lobcq only, not int8\n"

@@ -25,6 +25,7 @@ selector can differ).
 """
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
@@ -36,7 +37,7 @@ from .numerics import scale_code_values, scale_decode
 
 __all__ = ["FRAC_BITS", "TS_EXP_RANGE", "InputFormat", "INPUT_FORMATS", "EncoderArithmetic",
            "decode_bits", "scale_thresholds", "array_scale_codes", "normalize", "ceil_twice",
-           "nearest_entries", "encode_bits", "encode_int", "float_bits"]
+           "nearest_entries", "encode_bits", "encode_int", "tensor_scale_exp", "float_bits"]
 
 # Fractional bits of the normalized magnitude Y (docs/arithmetic.md section 7 gives the SQNR and
 # agreement figures that chose it).
@@ -301,6 +302,32 @@ def encode_bits(bits, codebooks: Codebooks, *, fmt="bf16", ts_exp=0) -> BCQTenso
     return BCQTensor(codebooks, pick.reshape(bits.shape).to(torch.uint8),
                      sel.reshape(*lead, -1).to(torch.uint8), codes.reshape(*lead, -1).to(torch.uint8),
                      float(2.0 ** ts_exp))
+
+
+def tensor_scale_exp(bits, config: BCQConfig, *, fmt="bf16"):
+    """The exponent of the power-of-two tensor scale for a vector (or tensor) of 16-bit patterns
+    ``bits``: the least ``ts_exp`` with ``amax <= 2**ts_exp * entry_max * (largest scale)``, so no
+    array needs a scale beyond the largest (the float encoder's FP32 scale ``amax / (entry_max *
+    largest scale)`` rounded up to a power of two, here exactly). ``amax`` is the largest
+    magnitude as decoded (Inf: the largest finite value, NaN: zero). Clamped to
+    :data:`TS_EXP_RANGE`; 0 for an all-zero input or a config without tensor scale."""
+    cfg = config
+    _input_format(fmt)
+    b = _check_bits(bits, cfg)
+    if not cfg.tensor_scale:
+        return 0
+    _, _, _, mag = decode_bits(b, fmt)
+    _, m, e, _ = decode_bits(mag.max().reshape(1), fmt)
+    m, e = int(m[0]), int(e[0])
+    if m == 0:
+        return 0
+    first, values = scale_code_values(cfg.scale)
+    s_mant, s_exp = (int(v[0]) for v in scale_decode(torch.tensor([first + len(values) - 1]), cfg.scale))
+    ratio = Fraction(m) * Fraction(2) ** e / (cfg.entry_max * s_mant * Fraction(2) ** s_exp)
+    k = ratio.numerator.bit_length() - ratio.denominator.bit_length()   # 2**(k-1) < ratio < 2**(k+1)
+    if Fraction(2) ** k < ratio:
+        k += 1
+    return min(max(k, TS_EXP_RANGE[0]), TS_EXP_RANGE[1])
 
 
 def float_bits(x, fmt="bf16"):

@@ -17,6 +17,7 @@ frozen, and used for weights and activations alike.
 """
 
 from dataclasses import dataclass
+import math
 
 import torch
 from tqdm.auto import tqdm
@@ -87,12 +88,18 @@ class BCQTensor:
         return self.codebooks.entries[sel, self.indices.to(torch.int64)]
 
 
-def _tensor_scale(x, cfg):
-    """FP32 per-tensor scale mapping amax(|x|) to the largest array scale times entry_max."""
+def _tensor_scale(x, cfg, pow2=False):
+    """FP32 per-tensor scale mapping amax(|x|) to the largest array scale times entry_max; with
+    ``pow2``, the power of two at or above it (no array needs a scale beyond the largest either),
+    so that a product's scale is an exponent add (the board's on-chip float output,
+    docs/arithmetic.md section 8)."""
     if not cfg.tensor_scale:
         return 1.0
     amax = float(x.abs().max())
     ts = float(torch.tensor(amax / (cfg.entry_max * cfg.scale.max_value), dtype=torch.float32))
+    if ts > 0 and pow2:
+        mant, exp = math.frexp(ts)          # exact: ts = mant * 2**exp, 0.5 <= mant < 1
+        ts = math.ldexp(1.0, exp - 1 if mant == 0.5 else exp)
     return ts if ts > 0 else 1.0
 
 
@@ -226,7 +233,7 @@ def _chunk_arrays(cfg, device):
     return max(1, scalars // cfg.array_len)
 
 
-def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None):
+def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None, pow2_tensor_scale=False):
     """The encoder (the same arithmetic as :func:`_normalize` + :func:`_assign`, as tables).
 
     Per chunk of block arrays: scales; ``t = ceil(2 y)``; every codebook's quantized scalars by one
@@ -240,7 +247,7 @@ def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None):
     bpa = la // lb
     dev = x.device
     x = x.detach()
-    ts = _tensor_scale(x, cfg)
+    ts = _tensor_scale(x, cfg, pow2_tensor_scale)
     tab = _IntegerTables(codebooks, dev)
     index_flat, value_flat = tab.index.reshape(-1), tab.value.reshape(-1)
     xa = x.reshape(-1, la)
@@ -280,13 +287,15 @@ def _encode_chunks(x, codebooks, *, codes_out=True, values_dtype=None):
     return ts, codes, sels, idxs, vals
 
 
-def encode(x, codebooks: Codebooks) -> BCQTensor:
+def encode(x, codebooks: Codebooks, *, pow2_tensor_scale=False) -> BCQTensor:
     """Encode a float tensor (last dim a multiple of LA) with the frozen ``codebooks``.
 
+    ``pow2_tensor_scale``: the tensor scale is the power of two at or above the FP32 one (what
+    the board's BF16 output needs of a weight, ``Accelerator.gemv_bf16``).
     The result is on the CPU; the work runs on ``x``'s device (CPU or CUDA, same results)."""
     cfg = codebooks.config
     check_tensor(x, cfg.array_len)
-    ts, codes, sels, idxs, _ = _encode_chunks(x, codebooks)
+    ts, codes, sels, idxs, _ = _encode_chunks(x, codebooks, pow2_tensor_scale=pow2_tensor_scale)
     lead = x.shape[:-1]
     return BCQTensor(codebooks, _to_host(idxs.reshape(x.shape)), _to_host(sels.reshape(*lead, -1)),
                      _to_host(codes.reshape(*lead, -1)), ts)
@@ -343,7 +352,7 @@ def check_weight_args(w, cfg, channel_energy, scale_offsets=WEIGHT_SCALE_OFFSETS
     return h / h.mean(), offs
 
 
-def _weight_chunks(w, codebooks, h, offsets, *, codes_out=True, values_dtype=None):
+def _weight_chunks(w, codebooks, h, offsets, *, codes_out=True, values_dtype=None, pow2_tensor_scale=False):
     """The weight search (docs/arithmetic.md section 1, "Weights: the search"); returns what
     :func:`_encode_chunks` returns. Per block array and per candidate code ``c + o`` (``c`` the
     config's max-based code, ``o`` in ``offsets``, clamped to the codes), the scalars take their
@@ -356,7 +365,7 @@ def _weight_chunks(w, codebooks, h, offsets, *, codes_out=True, values_dtype=Non
     bpa = la // lb
     dev = w.device
     x = w.detach()
-    ts = _tensor_scale(x, cfg)
+    ts = _tensor_scale(x, cfg, pow2_tensor_scale)
     tab = _IntegerTables(codebooks, dev)
     first, values = scale_code_values(cfg.scale)
     values = values.to(dev)
@@ -420,7 +429,8 @@ def _weight_chunks(w, codebooks, h, offsets, *, codes_out=True, values_dtype=Non
     return ts, codes, sels, idxs, vals
 
 
-def encode_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offsets=WEIGHT_SCALE_OFFSETS) -> BCQTensor:
+def encode_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offsets=WEIGHT_SCALE_OFFSETS,
+                   pow2_tensor_scale=False) -> BCQTensor:
     """Encode a weight tensor ``[..., in]`` offline, choosing each array's scale code and each block's
     codebook to minimize the error a layer's output sees (:func:`_weight_chunks`).
 
@@ -428,10 +438,10 @@ def encode_weights(w, codebooks: Codebooks, *, channel_energy=None, scale_offset
     only chooses among codes the format already has). ``channel_energy`` [in]: the mean square of
     each input channel of the layer on calibration data (the output error of ``w @ x`` weighs a
     weight's error by it); None weighs every channel alike. Activations, encoded on the fly, keep
-    :func:`encode`."""
+    :func:`encode`. ``pow2_tensor_scale`` as in :func:`encode`."""
     cfg = codebooks.config
     h, offs = check_weight_args(w, cfg, channel_energy, scale_offsets)
-    ts, codes, sels, idxs, _ = _weight_chunks(w, codebooks, h, offs)
+    ts, codes, sels, idxs, _ = _weight_chunks(w, codebooks, h, offs, pow2_tensor_scale=pow2_tensor_scale)
     lead = w.shape[:-1]
     return BCQTensor(codebooks, _to_host(idxs.reshape(w.shape)), _to_host(sels.reshape(*lead, -1)),
                      _to_host(codes.reshape(*lead, -1)), ts)

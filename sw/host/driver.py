@@ -23,8 +23,10 @@ from bcq.sw.contract import protocol as P
 from bcq.sw.contract.beats import activation_beats, activation_layout
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import Codebooks
+from bcq.sw.formats.encoder_int import TS_EXP_RANGE, float_bits, tensor_scale_exp
 from bcq.sw.formats.errors import BCQError
 from bcq.sw.formats.golden import to_value
+from bcq.sw.formats.golden_bf16 import bf16_from_bits, pow2_exponent
 from bcq.sw.formats.lobcq import BCQTensor, encode
 
 from .image import Image, LayerImage
@@ -44,7 +46,7 @@ DeviceInfo = make_dataclass("DeviceInfo", [(name, int) for name, _ in P.STATUS_L
 DeviceInfo.__doc__ = """The board's identity, as its STATUS reply reports it (fields of
 :data:`bcq.sw.contract.protocol.STATUS_LAYOUT`: ``build_id``, ``lanes``, ``max_rows``, ``max_cols``,
 ``weight_bytes``, ``scale_bytes``, ``beat_bytes``, ``result_bytes``, ``codebook_entries``,
-``entry_bits``, ``protocol_version``)."""
+``entry_bits``, ``encoder_lanes`` (0: no BF16 path), ``protocol_version``)."""
 
 # The smallest value each STATUS field can take on a real board (the entries: one codebook of 16).
 _STATUS_MIN = {"lanes": 1, "max_rows": 1, "max_cols": 1, "weight_bytes": 1, "scale_bytes": 1, "beat_bytes": 1,
@@ -237,12 +239,9 @@ class Accelerator:
                                f"{field}={getattr(info, field)}" + (f" (write the image with --lanes {info.lanes})"
                                                                      if field == "lanes" else ""))
 
-    def write_layer(self, layer: LayerImage):
-        """Load one layer of a weight image (``read_image(...).layers[name]``), checked against
-        the board: lanes, word sizes, rows and columns."""
+    def _check_layer(self, layer, what):
         if not isinstance(layer, LayerImage):
-            raise BCQError("write_layer takes a LayerImage (read_image(path).layers[name]), not "
-                           f"{type(layer).__name__}")
+            raise BCQError(f"{what} takes a LayerImage (read_image(path).layers[name]), not {type(layer).__name__}")
         if layer.layout is None:
             raise BCQError(f"layer {layer.name}: its engine layout is unknown (load it with read_image)")
         rows, cols = layer.shape
@@ -251,14 +250,72 @@ class Accelerator:
             raise BCQError(f"layer {layer.name} ({rows} x {cols}) exceeds the board's "
                            f"{self.info.max_rows} x {self.info.max_cols}")
         lay = layer.layout
-        for what, words, depth in (("weight", layer.weight_words, lay.weight_depth(rows, cols)),
+        for kind, words, depth in (("weight", layer.weight_words, lay.weight_depth(rows, cols)),
                                    ("scale", layer.scale_words, lay.scale_depth(rows, cols))):
             if len(words) != depth:
-                raise BCQError(f"layer {layer.name}: {len(words)} {what} words; shape {rows} x {cols} needs {depth}")
+                raise BCQError(f"layer {layer.name}: {len(words)} {kind} words; shape {rows} x {cols} needs {depth}")
+
+    def write_layer(self, layer: LayerImage):
+        """Load one layer of a weight image (``read_image(...).layers[name]``), checked against
+        the board: lanes, word sizes, rows and columns."""
+        self._check_layer(layer, "write_layer")
         self.layer = None  # the board holds a mix until both writes are done
         self._write_words(P.CMD_WRITE_WEIGHTS, layer.weight_words, self.info.weight_bytes)
         self._write_words(P.CMD_WRITE_SCALES, layer.scale_words, self.info.scale_bytes)
         self.layer = layer
+
+    def use_layer(self, layer: LayerImage):
+        """Use ``layer`` without writing it: the board's memories already hold it (a bitstream
+        built with ``bcq build --image IMG --layer NAME`` bakes the layer and the codebooks in).
+        Checked against the board as :meth:`write_layer` checks it; the memories cannot be read
+        back, so that the build baked this very layer is taken on trust."""
+        self._check_layer(layer, "use_layer")
+        self.layer = layer
+
+    def gemv_bf16(self, x, *, ts_exp=None):
+        """``W x`` of the loaded layer computed on the board BF16 in, BF16 out (GEMV_BF16):
+        ``x`` (a 1-D float tensor of the layer's columns) is rounded to BF16 (to nearest even)
+        and sent as is; the board encodes it (docs/arithmetic.md section 7: +-Inf reads as the
+        largest finite value, NaN as zero) with the tensor scale ``2**ts_exp`` and rounds each
+        row's exact result once to BF16 (section 8). Returns a ``torch.bfloat16`` tensor [rows],
+        bit for bit :func:`bcq.sw.formats.golden_bf16.gemv_bf16`.
+
+        ``ts_exp`` defaults to :func:`bcq.sw.formats.encoder_int.tensor_scale_exp` of the
+        vector (the least that no array's scale exceeds the largest). The layer's tensor scale
+        must be a power of two (an image written with ``pow2_tensor_scale``): the board adds its
+        exponent and has no multiplier. Raises :class:`BCQError` for misuse, :class:`LinkError`
+        for a reply that is not one BF16 value per row.
+        """
+        if self.layer is None:
+            raise BCQError("gemv_bf16: no layer loaded; call write_layer(layer) first")
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 1:
+            got = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise BCQError(f"gemv_bf16: x must be a 1-D floating-point tensor, not {got}")
+        layer = self.layer
+        rows, cols = layer.shape
+        if x.shape[0] != cols:
+            raise BCQError(f"gemv_bf16: x has {x.shape[0]} scalars; layer {layer.name} has {cols} columns")
+        cfg = layer.layout.config
+        if ts_exp is not None and (not isinstance(ts_exp, int) or isinstance(ts_exp, bool)
+                                   or not TS_EXP_RANGE[0] <= ts_exp <= TS_EXP_RANGE[1]
+                                   or (ts_exp and not cfg.tensor_scale)):
+            allowed = f"an integer {TS_EXP_RANGE[0]}..{TS_EXP_RANGE[1]}" if cfg.tensor_scale else \
+                "0 (the config has no tensor scale)"
+            raise BCQError(f"gemv_bf16: ts_exp={ts_exp!r}; allowed: None or {allowed}")
+        w_exp = pow2_exponent(layer.weights.tensor_scale, f"gemv_bf16: layer {layer.name}'s tensor scale")
+        if self.info.encoder_lanes == 0:
+            raise BCQError("gemv_bf16: the board has no activation encoder (STATUS encoder_lanes=0; built without "
+                           "one): use gemv()")
+        self._check_layout(layer.layout, f"layer {layer.name}")
+        bits = float_bits(x.detach().cpu(), "bf16")
+        if ts_exp is None:
+            ts_exp = tensor_scale_exp(bits, cfg)
+        payload = P.gemv_bf16_payload(rows, ts_exp, w_exp, bits.tolist())
+        if len(payload) > P.MAX_PAYLOAD:
+            raise BCQError(f"gemv_bf16: {cols} scalars do not fit one request (at most "
+                           f"{(P.MAX_PAYLOAD - 4) // P.BF16_BYTES})")
+        body = self._call(P.CMD_GEMV_BF16, payload, rows * P.BF16_BYTES)
+        return bf16_from_bits(torch.tensor(P.parse_bf16_results(body), dtype=torch.int64))
 
     def gemv_fixed(self, x: BCQTensor, layout: EngineLayout | None = None):
         """Exact accumulators (ints, one per row) of the loaded layer times the encoded vector ``x``.

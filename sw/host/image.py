@@ -168,7 +168,7 @@ def _check_layer(name, w, layout):
 
 
 def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, force=False, progress=False,
-                log=None, search=False, channel_energy=None):
+                log=None, search=False, channel_energy=None, pow2_tensor_scale=False):
     """Encode each 2-D float weight of ``layers`` and write the image directory atomically.
 
     Parameters
@@ -196,6 +196,10 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
         Layer name -> mean square of each of its input channels on calibration data (1-D float,
         one value per column): the search then weighs each weight's error by it. Implies
         ``search``; every layer needs an entry.
+    pow2_tensor_scale : bool
+        Each layer's tensor scale is the power of two at or above the FP32 one, so that the
+        board can return its outputs in BF16 (``Accelerator.gemv_bf16``: the output converter
+        adds the scale's exponent; docs/arithmetic.md section 8).
 
     Returns
     -------
@@ -228,8 +232,9 @@ def write_image(out_dir, layers, codebooks: Codebooks, layout: EngineLayout, *, 
         for name, w in bar(layers.items(), desc="encode + write", total=len(layers), unit="layer",
                            enabled=progress):
             rows, cols = w.shape
-            q = (encode_weights(w, codebooks, channel_energy=None if channel_energy is None else channel_energy[name])
-                 if search else encode(w, codebooks))
+            q = (encode_weights(w, codebooks, channel_energy=None if channel_energy is None else channel_energy[name],
+                                pow2_tensor_scale=pow2_tensor_scale)
+                 if search else encode(w, codebooks, pow2_tensor_scale=pow2_tensor_scale))
             layer_entries.append({
                 "name": name, "shape": [rows, cols], "tensor_scale": q.tensor_scale,
                 "weights": emit(f"{name}.weights", weight_words(q, layout), layout.weight_width),

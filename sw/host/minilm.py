@@ -18,7 +18,7 @@ from bcq.sw.formats.errors import BCQError
 from .models import minilm_path
 
 __all__ = ["CALIBRATION_SENTENCES", "load_sentences", "load_minilm", "encode_sentences",
-           "minilm_calibration_data", "minilm_channel_energy"]
+           "minilm_calibration_data", "minilm_channel_energy", "minilm_layer_inputs"]
 
 CALIBRATION_SENTENCES = Path(__file__).parent / "data" / "calibration_sentences.txt"
 
@@ -65,3 +65,16 @@ def minilm_channel_energy(sentences=None):
     sentences = load_sentences() if sentences is None else sentences
     acts = record_linear_inputs(model, lambda: encode_sentences(model, sentences))
     return {n: a.to(torch.float64).pow(2).mean(0) for n, a in acts.items()}
+
+
+def minilm_layer_inputs(weight_name, sentence):
+    """The inputs (float32 [tokens, in_features]) that the linear layer of the state_dict key
+    ``weight_name`` (e.g. ``encoder.layer.0.attention.self.query.weight``) sees while the model
+    encodes ``sentence``: real activations, one row per token."""
+    model = load_minilm()
+    acts = record_linear_inputs(model, lambda: encode_sentences(model, [sentence]))
+    layer = weight_name.removesuffix(".weight")
+    hits = [n for n in acts if n == layer or n.endswith("." + layer)]
+    if len(hits) != 1:
+        raise BCQError(f"MiniLM has no linear layer {layer!r} that runs (linear layers: {', '.join(acts)})")
+    return acts[hits[0]]
