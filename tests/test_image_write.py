@@ -77,11 +77,11 @@ def test_ctrl_c_during_the_write_keeps_the_old_image(tmp_path, old, capsys, monk
     before = snapshot(old)
     real, calls = image_module.encode, []
 
-    def encode_then_interrupt(w, cb):
+    def encode_then_interrupt(w, cb, **options):
         calls.append(w)
         if len(calls) == 2:  # Ctrl-C while the second layer is encoded (the first is on disk)
             raise KeyboardInterrupt
-        return real(w, cb)
+        return real(w, cb, **options)
     monkeypatch.setattr(image_module, "encode", encode_then_interrupt)
     assert main(["weights", str(model_file(tmp_path, layers(2))), "-o", str(old)]) == 130
     assert capsys.readouterr().err == "bcq: interrupted\n"
