@@ -72,13 +72,18 @@ class UARTPins:
         return resume(self._recv)(n)
 
 
-async def start(dut):
+async def start(dut, env):
+    """Clock and reset the board; returns the test's parameters (JSON in ``env``), its image's
+    layer and the UART pins."""
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rx.value = 1
     dut.rst.value = 1
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 3)
+    p = json.loads(os.environ[env])
+    img = read_image(p["image"])
+    return p, img, img.layers[p["layer"]], UARTPins(dut, p["divisor"])
 
 
 def bf16_cases(cols, seed, vectors):
@@ -109,11 +114,7 @@ def check_bf16(layer, name, x, ts_exp, got):
 
 @cocotb.test()
 async def driver_through_uart(dut):
-    p = json.loads(os.environ["BOARD_TB"])
-    await start(dut)
-    img = read_image(p["image"])
-    layer = img.layers[p["layer"]]
-    link = UARTPins(dut, p["divisor"])
+    p, img, layer, link = await start(dut, "BOARD_TB")
     xs = [encode(torch.randn(layer.shape[1], generator=torch.Generator().manual_seed(p["seed"] + v)), img.codebooks)
           for v in range(p["vectors"])]
 
@@ -164,12 +165,8 @@ async def driver_through_uart(dut):
 
 @cocotb.test()
 async def layer_bf16(dut):
-    p = json.loads(os.environ["BOARD_RUN"])
-    await start(dut)
-    img = read_image(p["image"])
-    layer = img.layers[p["layer"]]
+    p, _, layer, link = await start(dut, "BOARD_RUN")
     xs = torch.load(p["activations"])
-    link = UARTPins(dut, p["divisor"])
     t0 = get_sim_time("ns")
 
     @bridge
