@@ -15,6 +15,7 @@ from bcq.sw.formats.axbxp import DEFAULT_BXP, quantize_symmetric
 from bcq.sw.formats.errors import BCQError
 from bcq.sw.host.image import read_int8_image, write_int8_image
 
+from .engine_run import rel_l2
 from .runner import build, run_cocotb
 
 __all__ = ["simulate_bxp_layer"]
@@ -49,7 +50,7 @@ def simulate_bxp_layer(workdir, name, weight, modes, *, rows=4, vectors=2, seed=
         layer = read_int8_image(work / mode).layer()
         acc = torch.tensor(res["values"], dtype=torch.float64).reshape(vectors, -1)
         y = acc * quant[mode].double() * layer.scales.double().T
-        out[mode] = {"rel_l2": float((y - y_fp).norm() / y_fp.norm()), "cycles": res["cycles"],
+        out[mode] = {"rel_l2": rel_l2(y, y_fp), "cycles": res["cycles"],
                      "products_per_cycle": vectors * weight.numel() / res["cycles"],
                      "peak_products_per_cycle": dut.products_per_cycle(mode)}
     return out

@@ -21,6 +21,12 @@ from bcq.sw.host.image import read_image, write_image
 from .runner import build, run_cocotb
 
 
+def rel_l2(y, ref):
+    """The relative L2 error of ``y`` against the reference ``ref`` (in float64)."""
+    ref = ref.double()
+    return float((y.double() - ref).norm() / ref.norm())
+
+
 def simulate_layer(workdir, name, weight, *, lanes=4, blocks_per_cycle=1, vectors=4, seed=0, stall=0.0, baked=False,
                    waves=False, max_rows=384, max_cols=384):
     """Returns {rel_l2, cycles, macs_per_cycle, peak_macs_per_cycle, image, sim_log, verilog?}.
@@ -54,7 +60,7 @@ def simulate_layer(workdir, name, weight, *, lanes=4, blocks_per_cycle=1, vector
     q = img.layers[name].weights
     y_hw = torch.stack([to_value(acc[v], q, encode(xs[v], cb)) for v in range(vectors)])
     y_fp = F.linear(xs.double(), weight.double())
-    return {"rel_l2": float((y_hw - y_fp).norm() / y_fp.norm()), "cycles": res["cycles"],
+    return {"rel_l2": rel_l2(y_hw, y_fp), "cycles": res["cycles"],
             "macs_per_cycle": vectors * weight.numel() / res["cycles"], "peak_macs_per_cycle": dut.macs_per_cycle,
             "image": work / "image", "sim_log": log, "build_dir": build_dir}
 
@@ -68,7 +74,7 @@ def simulate_board_bf16(workdir, name, weight, activations, *, lanes=4, blocks_p
     testbench checks every output bit-exact against :mod:`bcq.sw.formats.golden_bf16`.
 
     Returns {rel_l2 (the BF16 outputs against FP32 ``F.linear``), outputs (bfloat16 [V, rows]),
-    cycles, image, sim_log, build_dir}."""
+    fp32 (that ``F.linear``, float64 [V, rows]), cycles, image, sim_log, build_dir}."""
     work = Path(workdir).resolve()
     cb = default_codebooks()
     layout = EngineLayout(cb.config, lanes, blocks_per_cycle)
@@ -91,6 +97,6 @@ def simulate_board_bf16(workdir, name, weight, activations, *, lanes=4, blocks_p
                        f"{str(e)[:300]}") from None
     ys = torch.load(out)
     y_fp = F.linear(xs.double(), weight.double())
-    return {"rel_l2": float((ys.double() - y_fp).norm() / y_fp.norm()), "outputs": ys,
+    return {"rel_l2": rel_l2(ys, y_fp), "outputs": ys, "fp32": y_fp,
             "cycles": json.loads(Path(str(out) + ".json").read_text())["cycles"], "image": work / "image_bf16",
             "sim_log": log, "build_dir": build_dir}
