@@ -52,7 +52,7 @@ class ResultDrain(wiring.Component):
         hold_full = Signal()
         out = [Signal(signed(self.acc_bits), name=f"out{r}") for r in range(R)]
         out_full = Signal()
-        lane = Signal(range(R))
+        lane = Signal(range(max(R, 2)))   # one bit even for one lane: no zero-width vector in the Verilog
         base = Signal(range(self.max_rows + R + 1))
         row = Signal(range(self.max_rows + R + 1))
         m.d.comb += [row.eq(base + lane), self.o.valid.eq(out_full & (row < self.rows)),

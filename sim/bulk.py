@@ -31,7 +31,7 @@ from bcq.sw.formats.lobcq import BCQTensor
 from .harness import Chunk, HarnessSpec, write_chunk
 from .vectors import make_cases, random_codebooks, scale_code_range
 
-__all__ = ["generate", "existing", "warm_up", "STALL_PROFILES", "random_operand", "bcq_beats", "bcq_chunk", "bxp_chunk", "gemv_chunk"]
+__all__ = ["generate", "existing", "warm_up", "STALL_PROFILES", "random_operand", "bcq_beats", "bcq_chunk", "bxp_chunk", "bxp_exhaustive_chunk", "gemv_chunk"]
 
 # (stall_in, stall_out) per chunk, cycled: the usual mix, full rate, heavy both ways, and each
 # side nearly always stalled (a full pipeline held; a starved one).
@@ -212,6 +212,40 @@ def bcq_chunk(job):
 
 
 # -- Ax-BxP MAC -----------------------------------------------------------------------------------
+
+def bxp_exhaustive_chunk(cfg: BxPConfig, spec: HarnessSpec, *, stall=(0.0, 0.0), seed=1):
+    """Every operand pair of every 8-bit mode (as many bits as the operands), one beat per
+    vector so that every beat's sum is checked: signed and unsigned in the exact modes, signed in
+    the approximate ones. A beat carries ``products_per_cycle(mode)`` consecutive pairs (one in
+    exact8 and dynamic3); a mode's last beat is padded with zero pairs, the lanes past the mode's
+    products hold zeros. Returns the :class:`Chunk` and ``[(label, pairs)]``."""
+    inp, out = spec.layouts["inp"], spec.layouts["out"]
+    _check_width(inp, spec.inp[1], "beat")
+    xs, ws, modes, sgns, covered = [], [], [], [], []
+    for mi, mode in enumerate(cfg.modes):
+        if mode.precision != cfg.n_bits:
+            continue
+        for sgn in ((True, False) if mode.kind == "exact" else (True,)):
+            lo, hi = cfg.operand_range(mode, sgn)
+            vals = np.arange(lo, hi + 1, dtype=np.int64)
+            X, W = (a.ravel() for a in np.meshgrid(vals, vals, indexing="ij"))
+            ppc = cfg.products_per_cycle(mode)
+            beats = -(-X.size // ppc)
+            for a, dst in ((X, xs), (W, ws)):
+                lanes = np.zeros((beats, cfg.max_lanes), dtype=np.int64)
+                lanes[:, :ppc] = np.concatenate([a, np.zeros(beats * ppc - a.size, dtype=np.int64)]).reshape(beats, ppc)
+                dst.append(lanes)
+            modes.append(np.full(beats, mi))
+            sgns.append(np.full(beats, sgn))
+            covered.append((f"{mode.name} {'signed' if sgn else 'unsigned'}", X.size))
+    x, w, mode, sgn = (np.concatenate(v) for v in (xs, ws, modes, sgns))
+    T = len(x)
+    sums = beat_sums(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(mode), torch.from_numpy(sgn), cfg)
+    beats = pack_words(inp, {"x": x, "w": w, "mode": mode, "signed": sgn, "last": np.ones(T, dtype=bool)}, T)
+    chunk = Chunk([], beats, np.arange(T), pack_words(out, sums.numpy(), T), T, stall_in=stall[0], stall_out=stall[1],
+                  seed=seed)
+    return chunk, covered
+
 
 def bxp_chunk(job):
     """Vectors of 1..8 beats with a random mode and signedness per beat (now and then a mode

@@ -28,7 +28,6 @@ MAX_ARRAYS = 16
 
 
 @pytest.mark.parametrize("name,cfg,bpc", CONFIGS, ids=[c[0] for c in CONFIGS])
-@pytest.mark.xdist_group("verilator")
 def test_random_and_directed_vectors(name, cfg, bpc, seed, tmp_path, request):
     max_len = MAX_ARRAYS * cfg.array_len
     dut = BCQDot(cfg, blocks_per_cycle=bpc, max_len=max_len)
@@ -54,7 +53,6 @@ def write_vector_file(path, codebooks, cases, corrupt=None):
     return path
 
 
-@pytest.mark.xdist_group("verilator")
 def test_replay_from_vector_file(seed, tmp_path):
     """The independent testbench: it reads only a file of beats and expected results."""
     cfg = BCQConfig()
@@ -66,7 +64,6 @@ def test_replay_from_vector_file(seed, tmp_path):
                env={"BCQ_VECTORS": str(vec_file)})
 
 
-@pytest.mark.xdist_group("verilator")
 def test_a_wrong_expectation_fails(seed, tmp_path):
     """The harness can fail: one corrupted expected value must make the run fail."""
     cfg = BCQConfig()
@@ -79,7 +76,6 @@ def test_a_wrong_expectation_fails(seed, tmp_path):
                    env={"BCQ_VECTORS": str(tmp_path / "v.json")})
 
 
-@pytest.mark.xdist_group("verilator")
 def test_second_simulator_icarus(seed, tmp_path):
     """The same Verilog and the same file-driven testbench on Icarus Verilog (Debian's iverilog,
     not installed by `make install`): results must equal the golden model there too."""

@@ -21,7 +21,6 @@ VECTORS = int(os.environ.get("BCQ_TB_VECTORS", 300))
 
 
 @pytest.mark.parametrize("name,cfg,bpc,lanes,ts_exp", CONFIGS, ids=[c[0] for c in CONFIGS])
-@pytest.mark.xdist_group("verilator")
 def test_random_and_directed_vectors(name, cfg, bpc, lanes, ts_exp, seed, tmp_path, request):
     dut = BCQEncoder(cfg, blocks_per_cycle=bpc, lanes=lanes)
     build_dir = build(dut, "bcq_encoder")

@@ -15,7 +15,6 @@ from bcq.sw.host.image import write_image
 pytestmark = [pytest.mark.verilator]
 
 
-@pytest.mark.xdist_group("verilator")
 def test_driver_through_uart(tmp_path, seed):
     cb = default_codebooks()
     layout = EngineLayout(cb.config, 2, 1)

@@ -8,11 +8,12 @@ import shutil
 import signal
 
 from helpers import Board, reply
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 import pytest
 import torch
 
+from bcq import cli
 from bcq.cli import main
 from bcq.hw.gemv import GEMV
 from bcq.hw.host_link import status_payload
@@ -212,9 +213,21 @@ WORDS = ["quantize", "verilog", "weights", "image", "verify", "show", "build", "
          "--quiet", "x.pt", "/dev/zero", ""]
 
 
+@pytest.fixture
+def demo_calls(monkeypatch):
+    """``bcq demo`` with valid arguments runs the whole flow (a minute or more, under ``out/``):
+    here the command records its call instead; ``make demo`` runs it, and its Verilator stages
+    run in tests/test_gemv_cocotb.py and tests/test_board_cocotb.py."""
+    calls = []
+    monkeypatch.setattr(cli, "run_demo", lambda output, **options: calls.append((output, options)))
+    return calls
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6))
-def test_cli_arguments_end_in_usage_or_named_errors(argv, capsys):
+@example(argv=["demo", "--quiet"])
+def test_cli_arguments_end_in_usage_or_named_errors(argv, capsys, demo_calls):
+    del demo_calls[:]
     try:
         code = main(argv)
     except SystemExit as e:  # argparse: usage error, exit 2
@@ -222,6 +235,10 @@ def test_cli_arguments_end_in_usage_or_named_errors(argv, capsys):
     err = capsys.readouterr().err  # read (and reset) per example
     assert code in (0, 2), (argv, code, err)
     assert "Traceback" not in err
+    if demo_calls:   # only a parsed demo command gets there, with arguments in their ranges
+        assert argv[0] == "demo" and code == 0, (argv, code)
+        (output, options), = demo_calls
+        assert options["lanes"] >= 1 and options["vectors"] >= 1 and isinstance(output, str), (argv, options)
 
 
 # -- the link protocol: the decoder and the driver's reply handling -----------------------------

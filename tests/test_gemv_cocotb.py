@@ -15,7 +15,6 @@ def report(name, shape, r, stall):
           f"{r['cycles']} cycles, {r['macs_per_cycle']:.1f} of {r['peak_macs_per_cycle']} MACs/cycle (stalls {stall})")
 
 
-@pytest.mark.xdist_group("verilator")
 def test_linear_256(tmp_path, seed):
     torch.manual_seed(0)
     w = torch.nn.Linear(256, 256, bias=False).weight.detach()
@@ -24,7 +23,6 @@ def test_linear_256(tmp_path, seed):
     assert r["rel_l2"] < 0.15  # W4A4 at 4.625 bits: about 8% on Gaussian-like data
 
 
-@pytest.mark.xdist_group("verilator")
 def test_minilm_query_projection(tmp_path, seed):
     name = "encoder.layer.0.attention.self.query.weight"
     r = simulate_layer(tmp_path, name, minilm_layer(name), vectors=3, seed=seed, stall=0.1)
