@@ -25,6 +25,11 @@ __all__ = ["BCQEncoder", "NearestEntry", "lanes_to_feed"]
 BF16 = INPUT_FORMATS["bf16"]
 
 
+# Quotient bits per pipeline stage of the encoder's division: 14 in one stage was a 48.5 ns path
+# on the ULX3S-85F (20.6 MHz, the board build's critical path); three keep a stage near 12 ns.
+DIV_BITS = 3
+
+
 def _signed(v):
     """``v`` (unsigned) as a signed value of one more bit: the same number."""
     return Cat(v, Const(0, 1)).as_signed()
@@ -34,8 +39,16 @@ def _argmin(m, keys, values, name):
     """Balanced tree over ``(key, value)`` pairs: the least key, the earlier pair on a tie.
     Returns ``(position, value)`` signals."""
     nodes = [(k, Const(i, range(len(keys))), v) for i, (k, v) in enumerate(zip(keys, values))]
-    level = 0
-    while len(nodes) > 1:
+    node = _argmin_levels(m, nodes, len(keys), name)[0]
+    return node[1], node[2]
+
+
+def _argmin_levels(m, nodes, n, name, levels=None, first_level=0):
+    """``levels`` levels (None: all) of :func:`_argmin`'s tree over ``(key, position, value)``
+    nodes of ``n`` leaves, numbered from ``first_level``; returns the remaining nodes, in order
+    (so a tie still keeps the earlier leaf when the tree goes on from them)."""
+    level = first_level
+    while len(nodes) > 1 and (levels is None or level < first_level + levels):
         nxt = []
         for j in range(0, len(nodes) - 1, 2):
             (ka, ia, va), (kb, ib, vb) = nodes[j], nodes[j + 1]
@@ -43,7 +56,7 @@ def _argmin(m, keys, values, name):
             tag = f"{name}_l{level}_{j // 2}"
             take_b = Signal(name=f"{tag}_b")
             k = Signal.like(ka, name=f"{tag}_key") if isinstance(ka, Signal) else Signal(ka.shape(), name=f"{tag}_key")
-            i = Signal(range(len(keys)), name=f"{tag}_pos")
+            i = Signal(range(n), name=f"{tag}_pos")
             v = Signal(va.shape(), name=f"{tag}_val")
             m.d.comb += [take_b.eq(kb < ka),         # strictly less: a tie keeps the earlier one
                          k.eq(Mux(take_b, kb, ka)), i.eq(Mux(take_b, ib, ia)), v.eq(Mux(take_b, vb, va))]
@@ -51,7 +64,7 @@ def _argmin(m, keys, values, name):
         if len(nodes) % 2:
             nxt.append(nodes[-1])
         nodes, level = nxt, level + 1
-    return nodes[0][1], nodes[0][2]
+    return nodes
 
 
 class NearestEntry(wiring.Component):
@@ -187,9 +200,17 @@ class BCQEncoder(wiring.Component):
     def base_latency(self):
         """Cycles from accepting an array's final beat to the output of a one-beat output beat:
         array maximum register (1), the scale search (``scale_stages``), code into its FIFO (1),
-        FIFO read-out (2); then align, divide, ``t`` and table read, block error,
-        selector/output register (4 more, the output register included)."""
-        return 8 + self.scale_stages
+        FIFO read-out (2); then align, divide (``div_stages``), ``t`` and table read, block error,
+        selector tree, selector/output register (4 more, the output register included)."""
+        return 8 + self.scale_stages + self.div_stages
+
+    @property
+    def div_stages(self):
+        """Pipeline stages of the division ``Y = floor(num / mant)``: ``DIV_BITS`` quotient bits
+        (a 5-bit compare and subtract each) per stage; one stage without a scale mantissa."""
+        if not self.config.scale.mant_bits:
+            return 1
+        return -(-self.arith.y_bits // DIV_BITS)
 
     def __init__(self, config: BCQConfig, *, blocks_per_cycle=1, lanes=None, codebooks: Codebooks | None = None):
         if not isinstance(config, BCQConfig):
@@ -232,8 +253,9 @@ class BCQEncoder(wiring.Component):
 
     @property
     def fill_cycles(self):
-        """Cycles to rebuild the nearest-entry table after a codebook write: ``2**t_bits * Nc``."""
-        return (1 << self.arith.t_bits) * self.config.n_codebooks
+        """Cycles to rebuild the nearest-entry table after a codebook write: ``2**t_bits * Nc``
+        plus the fill's pipeline (``FILL_LATENCY``)."""
+        return (1 << self.arith.t_bits) * self.config.n_codebooks + self.FILL_LATENCY
 
     def table(self):
         """The nearest-entry table's words for the initial codebooks (what the fill computes):
@@ -338,9 +360,15 @@ class BCQEncoder(wiring.Component):
 
     # -- the component ------------------------------------------------------------------------
 
+    # The fill's pipeline: the codebook's entries registered before the nearest-entry search, its
+    # result registered after (in one cycle, the search was the encoder's critical path: 23.8 ns).
+    FILL_LATENCY = 2
+
     def _fill(self, m, cb):
         """The nearest-entry table and its fill: after any codebook write, one NearestEntry walks
-        every ``(t, codebook)`` (codebooks inner, their results shifted into one word)."""
+        every ``(t, codebook)`` (codebooks inner, their results shifted into one word), through a
+        pipeline of ``FILL_LATENCY`` registers. Returns the table and the busy signal (the walk or
+        its pipeline not finished)."""
         cfg, ar, nc = self.config, self.arith, self.config.n_codebooks
         w = cfg.index_bits + cfg.entry_bits
         m.submodules.table = table = memory.Memory(shape=unsigned(nc * w), depth=1 << ar.t_bits, init=self.table(),
@@ -351,22 +379,33 @@ class BCQEncoder(wiring.Component):
         row = Signal(nc * w, name="fill_row")
         dirty = Signal(name="fill_dirty")
         cbs = Array(Array(cb[c * 16 + i] for i in range(cfg.n_entries)) for c in range(nc))
-        m.d.comb += [ne.t.eq(fill_t.as_signed())] + [ne.entries[i].eq(cbs[fill_c][i]) for i in range(cfg.n_entries)]
-        new = Cat(ne.index, ne.value)
+        # Stage A: the walk's position and the codebook's entries; stage B: the nearest entry.
+        a_valid, b_valid = Signal(name="fill_a_valid"), Signal(name="fill_b_valid")
+        a_t, b_t = Signal(ar.t_bits, name="fill_a_t"), Signal(ar.t_bits, name="fill_b_t")
+        a_last, b_last = Signal(name="fill_a_last"), Signal(name="fill_b_last")    # the row's last codebook
+        a_entries = Signal(data.ArrayLayout(signed(cfg.entry_bits), cfg.n_entries), name="fill_a_entries")
+        b_new = Signal(w, name="fill_b_new")
+        busy = Signal(name="fill_busy")
+        m.d.comb += [ne.t.eq(a_t.as_signed())] + [ne.entries[i].eq(a_entries[i]) for i in range(cfg.n_entries)]
         wp = table.write_port()
-        m.d.comb += [wp.addr.eq(fill_t), wp.data.eq(Cat(row[w:], new)),
-                     wp.en.eq(dirty & (fill_c == nc - 1) & ~self.cbw.en), self.busy.eq(dirty)]
+        m.d.comb += [wp.addr.eq(b_t), wp.data.eq(Cat(row[w:], b_new)), wp.en.eq(b_valid & b_last),
+                     busy.eq(dirty | a_valid | b_valid), self.busy.eq(busy)]
+        m.d.sync += [a_valid.eq(dirty & ~self.cbw.en), b_valid.eq(a_valid & ~self.cbw.en),
+                     a_t.eq(fill_t), a_last.eq(fill_c == nc - 1),
+                     b_t.eq(a_t), b_last.eq(a_last), b_new.eq(Cat(ne.index, ne.value))]
+        m.d.sync += [a_entries[i].eq(cbs[fill_c][i]) for i in range(cfg.n_entries)]
+        with m.If(b_valid):
+            m.d.sync += row.eq(Cat(row[w:], b_new))
         with m.If(self.cbw.en):
             m.d.sync += [dirty.eq(1), fill_t.eq(0), fill_c.eq(0)]
         with m.Elif(dirty):
-            m.d.sync += row.eq(Cat(row[w:], new))
             with m.If(fill_c == nc - 1):
                 m.d.sync += [fill_c.eq(0), fill_t.eq(fill_t + 1)]
                 with m.If(fill_t == (1 << ar.t_bits) - 1):
                     m.d.sync += dirty.eq(0)
             with m.Else():
                 m.d.sync += fill_c.eq(fill_c + 1)
-        return table, dirty
+        return table, busy
 
     def elaborate(self, platform):
         m = Module()
@@ -474,35 +513,59 @@ class BCQEncoder(wiring.Component):
             lost1.append(reg(f"lost1_{j}", 1, lost))
             sat1.append(reg(f"sat1_{j}", 1, (sh > sh_max) & (mx != 0)))
 
-        # Stage 2: Y = floor(num / mant) (restoring division, the remainder stays below mant).
-        v2, last2, code2, pos2 = reg("v2", 1, v1), reg("last2", 1, last1), reg("code2", 8, code1), reg("pos2", pos_shape, pos1)
+        # Stage 2: Y = floor(num / mant), restoring division (the remainder stays below mant),
+        # DIV_BITS quotient bits per pipeline stage (``div_stages`` stages).
+        v2, last2, code2, pos2 = v1, last1, code1, pos1
         ys2, sticky2, neg2 = [], [], []
-        for j in range(lanes):
-            num = num1[j]
-            y = Signal(ar.y_bits, name=f"y{j}")
-            sticky = Signal(name=f"sticky{j}")
-            sat = Signal(name=f"dsat{j}")
-            if cfg.scale.mant_bits:
-                m.d.comb += sat.eq(sat1[j] | (num[ar.y_bits:] >= mant1))
-                r = num[ar.y_bits:]
-                qbits = []
-                for k in reversed(range(ar.y_bits)):
-                    rr = Signal(5, name=f"div{j}_r{k}")      # 2r + next bit (r < mant <= 15)
-                    ge = Signal(name=f"div{j}_q{k}")
-                    m.d.comb += [rr.eq(Cat(num[k], r[:4])), ge.eq(rr >= mant1)]
-                    qbits.append(ge)
-                    r = Signal(4, name=f"div{j}_rem{k}")
-                    m.d.comb += r.eq(Mux(ge, rr - mant1, rr))
-                q = Cat(*reversed(qbits))
-                zero = mant1 == 0
-                m.d.comb += [y.eq(Mux(zero, 0, Mux(sat, ar.y_max, q))),
-                             sticky.eq(~zero & (sat | lost1[j] | (r[:4] != 0)))]
-            else:
+        if cfg.scale.mant_bits:
+            # Per lane: the remainder, the quotient bits so far, the dividend bits still to come.
+            rem = [num1[j][ar.y_bits:] for j in range(lanes)]
+            sat = [Signal(name=f"dsat{j}") for j in range(lanes)]
+            m.d.comb += [sat[j].eq(sat1[j] | (num1[j][ar.y_bits:] >= mant1)) for j in range(lanes)]
+            quot = [Const(0, 0) for _ in range(lanes)]
+            low, lost, neg, mant = list(num1), list(lost1), list(neg1), mant1
+            ks = list(reversed(range(ar.y_bits)))
+            for d in range(self.div_stages):
+                step = ks[d * DIV_BITS:(d + 1) * DIV_BITS]
+                for j in range(lanes):
+                    r = rem[j]
+                    qbits = []
+                    for k in step:
+                        rr = Signal(5, name=f"div{j}_r{k}")      # 2r + next bit (r < mant <= 15)
+                        ge = Signal(name=f"div{j}_q{k}")
+                        m.d.comb += [rr.eq(Cat(low[j][k], r[:4])), ge.eq(rr >= mant)]
+                        qbits.append(ge)
+                        r = Signal(4, name=f"div{j}_rem{k}")
+                        m.d.comb += r.eq(Mux(ge, rr - mant, rr))
+                    q = Cat(*reversed(qbits), quot[j])
+                    rem[j], quot[j] = reg(f"rem2_{d}_{j}", 4, r), reg(f"quot2_{d}_{j}", len(q), q)
+                    low[j] = reg(f"low2_{d}_{j}", max(1, step[-1]), low[j][:step[-1]]) if step[-1] else low[j]
+                    sat[j] = reg(f"dsat2_{d}_{j}", 1, sat[j])
+                    lost[j], neg[j] = reg(f"lost2_{d}_{j}", 1, lost[j]), reg(f"neg2_{d}_{j}", 1, neg[j])
+                mant = reg(f"mant2_{d}", 4, mant)
+                v2, last2 = reg(f"v2_{d}", 1, v2), reg(f"last2_{d}", 1, last2)
+                code2, pos2 = reg(f"code2_{d}", 8, code2), reg(f"pos2_{d}", pos_shape, pos2)
+            zero = mant == 0
+            for j in range(lanes):
+                y = Signal(ar.y_bits, name=f"y{j}")
+                sticky = Signal(name=f"sticky{j}")
+                m.d.comb += [y.eq(Mux(zero, 0, Mux(sat[j], ar.y_max, quot[j]))),
+                             sticky.eq(~zero & (sat[j] | lost[j] | (rem[j] != 0)))]
+                ys2.append(y)
+                sticky2.append(sticky)
+                neg2.append(neg[j])
+        else:
+            v2, last2, code2, pos2 = reg("v2", 1, v1), reg("last2", 1, last1), reg("code2", 8, code1), reg("pos2", pos_shape, pos1)
+            for j in range(lanes):
+                num = num1[j]
+                y = Signal(ar.y_bits, name=f"y{j}")
+                sticky = Signal(name=f"sticky{j}")
+                sat = Signal(name=f"dsat{j}")
                 m.d.comb += sat.eq(sat1[j] | (num[ar.y_bits:] != 0))
                 m.d.comb += [y.eq(Mux(sat, ar.y_max, num[:ar.y_bits])), sticky.eq(sat | lost1[j])]
-            ys2.append(reg(f"y2_{j}", ar.y_bits, y))
-            sticky2.append(reg(f"sticky2_{j}", 1, sticky))
-            neg2.append(reg(f"neg2_{j}", 1, neg1[j]))
+                ys2.append(reg(f"y2_{j}", ar.y_bits, y))
+                sticky2.append(reg(f"sticky2_{j}", 1, sticky))
+                neg2.append(reg(f"neg2_{j}", 1, neg1[j]))
 
         # Stage 3: t = ceil(2y), the table read (its read register is this stage's register).
         v3, last3, code3, pos3 = reg("v3", 1, v2), reg("last3", 1, last2), reg("code3", 8, code2), reg("pos3", pos_shape, pos2)
@@ -547,25 +610,42 @@ class BCQEncoder(wiring.Component):
             err4.append(errs)
             store4.append(stores)
 
-        # Stage 5: at a block's end, the selector of least error (the lower codebook on a tie)
-        # and its indices into the output beat, which leaves when its last block is in.
+        # Stage 5: at a block's end, all but the last level of each slot's tree of least error
+        # (the lower codebook on a tie), registered with the block's indices of every codebook.
         block_end4 = ((pos4 % per_block == per_block - 1) | last4) if per_block > 1 else Const(1, 1)
         out_end4 = (pos4 == P - 1) | last4
+        take5 = reg("take5", 1, v4 & block_end4)
+        out5 = reg("out5", 1, v4 & block_end4 & out_end4)
+        code5, last5 = reg("code5", 8, code4), reg("last5", 1, last4)
+        base4 = pos4 // per_block * slots if per_block > 1 else pos4 * slots
+        base5 = reg("base5", range(max(2, B)), base4)
+        levels = max(0, (nc - 1).bit_length() - 1)
+        cand5, store5 = [], []
+        for s in range(slots):
+            leaves = [(err4[s][c], Const(c, range(nc)), Const(c, range(nc))) for c in range(nc)]
+            nodes = _argmin_levels(m, leaves, nc, f"sel{s}", levels=levels)
+            cand5.append([(reg(f"cand5_{s}_{i}_key", k.shape(), k), reg(f"cand5_{s}_{i}_pos", range(max(2, nc)), p), None)
+                          for i, (k, p, _) in enumerate(nodes)])
+            store5.append([[reg(f"idx5_{s}_{c}_{k}", cfg.index_bits, store4[s][c][k]) for k in range(lb)]
+                           for c in range(nc)])
+
+        # Stage 6: the tree's last level, the selector and its indices into the output beat, which
+        # leaves when its last block is in.
         with m.If(en):
-            m.d.sync += self.o.valid.eq(v4 & block_end4 & out_end4)
-            with m.If(v4 & block_end4):
-                m.d.sync += [self.o.p.scale.eq(code4), self.o.p.last.eq(last4)]
+            m.d.sync += self.o.valid.eq(out5)
+            with m.If(take5):
+                m.d.sync += [self.o.p.scale.eq(code5), self.o.p.last.eq(last5)]
                 # The first block of an output beat clears the rest (positions past a `last`).
-                base = pos4 // per_block * slots if per_block > 1 else pos4 * slots
-                with m.If(base == 0):
+                with m.If(base5 == 0):
                     m.d.sync += self.o.p.idx.as_value().eq(0)
                     if cfg.selector_bits:
                         m.d.sync += self.o.p.sel.as_value().eq(0)
                 for s in range(slots):
-                    sel, _ = _argmin(m, err4[s], [Const(c, range(nc)) for c in range(nc)], f"sel{s}")
-                    chosen = [Array(store4[s][c][k] for c in range(nc))[sel] if nc > 1 else store4[s][0][k]
+                    nodes = [(k, p, p) for k, p, _ in cand5[s]]
+                    _, _, sel = _argmin_levels(m, nodes, nc, f"sel{s}", first_level=levels)[0]
+                    chosen = [Array(store5[s][c][k] for c in range(nc))[sel] if nc > 1 else store5[s][0][k]
                               for k in range(lb)]
-                    with m.Switch(base):
+                    with m.Switch(base5):
                         for b0 in range(0, B, slots):
                             with m.Case(b0):
                                 if cfg.selector_bits:

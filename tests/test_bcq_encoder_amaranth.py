@@ -106,7 +106,7 @@ def test_table_rebuild_takes_fill_cycles():
             await ctx.tick()
     sim.add_testbench(tb)
     sim.run()
-    assert seen["free"] == dut.fill_cycles == (1 << dut.arith.t_bits) * cfg.n_codebooks
+    assert seen["free"] == dut.fill_cycles == (1 << dut.arith.t_bits) * cfg.n_codebooks + BCQEncoder.FILL_LATENCY
 
 
 def test_ulx3s_engine_needs_one_lane():
@@ -127,7 +127,7 @@ def test_latency_is_measured(seed, bpc, lanes):
     case = encoder_cases(cfg, cb, seed=seed, count=1, max_arrays=1, blocks_per_cycle=bpc, lanes=lanes,
                          directed=False)[0]
     dut = BCQEncoder(cfg, blocks_per_cycle=bpc, lanes=lanes)
-    assert dut.latency == dut.base_latency + dut.beats_per_output - 1 == 8 + dut.scale_stages + dut.beats_per_output - 1
+    assert dut.latency == dut.base_latency + dut.beats_per_output - 1 == 8 + dut.scale_stages + dut.div_stages + dut.beats_per_output - 1
     seen = {}
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -163,7 +163,7 @@ def test_verilog_unit(tmp_path):
     line = write_verilog("bcq-encoder", tmp_path / "bcq_encoder.v", config=cfg)
     assert "module bcq_encoder" in (tmp_path / "bcq_encoder.v").read_text()
     assert line.startswith(f"wrote {tmp_path / 'bcq_encoder.v'}: module bcq_encoder ({cfg.describe()}; BF16 in, "
-                           f"4 scalars/cycle, latency 15 cycles from an array's last beat, FIFO 19 beats, table rebuild 1024 "
+                           f"4 scalars/cycle, latency 20 cycles from an array's last beat, FIFO 19 beats, table rebuild 1026 "
                            f"cycles); ports: ")
 
 
