@@ -1,7 +1,6 @@
 """The on-chip activation encoder: BF16 lanes in, LO-BCQ activation beats out, bit-exact with the
 integer encoder specification :mod:`bcq.sw.formats.encoder_int` (docs/arithmetic.md section 7)."""
 
-import operator
 
 import torch
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -539,7 +538,7 @@ class BCQEncoder(wiring.Component):
                         m.d.comb += r.eq(Mux(ge, rr - mant, rr))
                     q = Cat(*reversed(qbits), quot[j])
                     rem[j], quot[j] = reg(f"rem2_{d}_{j}", 4, r), reg(f"quot2_{d}_{j}", len(q), q)
-                    low[j] = reg(f"low2_{d}_{j}", max(1, step[-1]), low[j][:step[-1]]) if step[-1] else low[j]
+                    low[j] = reg(f"low2_{d}_{j}", step[-1], low[j][:step[-1]]) if step[-1] else low[j]
                     sat[j] = reg(f"dsat2_{d}_{j}", 1, sat[j])
                     lost[j], neg[j] = reg(f"lost2_{d}_{j}", 1, lost[j]), reg(f"neg2_{d}_{j}", 1, neg[j])
                 mant = reg(f"mant2_{d}", 4, mant)
@@ -624,7 +623,8 @@ class BCQEncoder(wiring.Component):
         for s in range(slots):
             leaves = [(err4[s][c], Const(c, range(nc)), Const(c, range(nc))) for c in range(nc)]
             nodes = _argmin_levels(m, leaves, nc, f"sel{s}", levels=levels)
-            cand5.append([(reg(f"cand5_{s}_{i}_key", k.shape(), k), reg(f"cand5_{s}_{i}_pos", range(max(2, nc)), p), None)
+            # (key, position, value): the value is the position, the codebook number.
+            cand5.append([(reg(f"cand5_{s}_{i}_key", k.shape(), k),) + (reg(f"cand5_{s}_{i}_pos", range(max(2, nc)), p),) * 2
                           for i, (k, p, _) in enumerate(nodes)])
             store5.append([[reg(f"idx5_{s}_{c}_{k}", cfg.index_bits, store4[s][c][k]) for k in range(lb)]
                            for c in range(nc)])
@@ -641,8 +641,7 @@ class BCQEncoder(wiring.Component):
                     if cfg.selector_bits:
                         m.d.sync += self.o.p.sel.as_value().eq(0)
                 for s in range(slots):
-                    nodes = [(k, p, p) for k, p, _ in cand5[s]]
-                    _, _, sel = _argmin_levels(m, nodes, nc, f"sel{s}", first_level=levels)[0]
+                    _, _, sel = _argmin_levels(m, cand5[s], nc, f"sel{s}", first_level=levels)[0]
                     chosen = [Array(store5[s][c][k] for c in range(nc))[sel] if nc > 1 else store5[s][0][k]
                               for k in range(lb)]
                     with m.Switch(base5):
