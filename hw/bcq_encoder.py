@@ -3,7 +3,7 @@ integer encoder specification :mod:`bcq.sw.formats.encoder_int` (docs/arithmetic
 
 
 import torch
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,18 +34,11 @@ def _signed(v):
     return Cat(v, Const(0, 1)).as_signed()
 
 
-def _argmin(m, keys, values, name):
-    """Balanced tree over ``(key, value)`` pairs: the least key, the earlier pair on a tie.
-    Returns ``(position, value)`` signals."""
-    nodes = [(k, Const(i, range(len(keys))), v) for i, (k, v) in enumerate(zip(keys, values))]
-    node = _argmin_levels(m, nodes, len(keys), name)[0]
-    return node[1], node[2]
-
-
 def _argmin_levels(m, nodes, n, name, levels=None, first_level=0):
-    """``levels`` levels (None: all) of :func:`_argmin`'s tree over ``(key, position, value)``
-    nodes of ``n`` leaves, numbered from ``first_level``; returns the remaining nodes, in order
-    (so a tie still keeps the earlier leaf when the tree goes on from them)."""
+    """``levels`` levels (None: all) of a balanced tree that keeps the least key of two
+    ``(key, position, value)`` nodes, the earlier node on a tie, over ``n`` leaves, levels
+    numbered from ``first_level``; returns the remaining nodes, in order (so a tie still keeps
+    the earlier leaf when the tree goes on from them)."""
     level = first_level
     while len(nodes) > 1 and (levels is None or level < first_level + levels):
         nxt = []
@@ -67,7 +60,7 @@ def _argmin_levels(m, nodes, n, name, levels=None, first_level=0):
 
 
 class NearestEntry(wiring.Component):
-    """The nearest entry of one codebook to one scalar (combinational).
+    """The nearest entry of one codebook to one scalar: combinational, or pipelined.
 
     Parameters
     ----------
@@ -75,6 +68,10 @@ class NearestEntry(wiring.Component):
     n_entries : int or None
         Entries compared (None: the codebook's 16). Fewer only for the formal proof, which
         checks the same comparison tree at the real widths on a small codebook.
+    latency : int
+        Register stages (0: combinational). From 1, the keys (with their entries) are
+        registered, and each further stage registers the tree's nodes after an equal share of
+        its levels; ``index`` and ``value`` answer the inputs of ``latency`` edges before.
 
     Members
     -------
@@ -90,13 +87,17 @@ class NearestEntry(wiring.Component):
         ``entries[index]``.
     """
 
-    def __init__(self, config: BCQConfig, n_entries=None):
+    def __init__(self, config: BCQConfig, n_entries=None, *, latency=0):
         self.config = config
         self.arith = EncoderArithmetic(config)
         self.n_entries = config.n_entries if n_entries is None else n_entries
         if isinstance(self.n_entries, bool) or not isinstance(self.n_entries, int) or \
                 not 1 <= self.n_entries <= config.n_entries:
             raise ConfigError("n_entries", n_entries, f"None or 1..{config.n_entries}")
+        levels = (self.n_entries - 1).bit_length()
+        if isinstance(latency, bool) or not isinstance(latency, int) or not 0 <= latency <= levels + 1:
+            raise ConfigError("latency", latency, f"0..{levels + 1} (keys, then the tree's {levels} levels)")
+        self.latency = latency
         super().__init__({"t": In(signed(self.arith.t_bits)),
                           "entries": In(data.ArrayLayout(signed(config.entry_bits), self.n_entries)),
                           "index": Out(config.index_bits), "value": Out(signed(config.entry_bits))})
@@ -109,9 +110,31 @@ class NearestEntry(wiring.Component):
             # 2t - 1 - 4e is odd, so two different values never tie; equal values tie.
             m.d.comb += k.eq(abs(2 * self.t - 1 - 4 * self.entries[i]))
             keys.append(k)
-        index, value = _argmin(m, keys, list(self.entries), "near")
+        n, stages = self.n_entries, self.latency
+        nodes = [(k, Const(i, range(n)), v) for i, (k, v) in enumerate(zip(keys, self.entries))]
+        if stages:
+            nodes = self._register(m, nodes, "near_s0")
+        # The tree's levels in ``latency`` (at least one) equal shares, a register between two.
+        levels = (n - 1).bit_length()
+        per = -(-levels // max(1, stages))
+        for c in range(max(1, stages)):
+            nodes = _argmin_levels(m, nodes, n, "near", levels=per, first_level=c * per)
+            if c < stages - 1:
+                nodes = self._register(m, nodes, f"near_s{c + 1}")
+        _, index, value = nodes[0]
         m.d.comb += [self.index.eq(index), self.value.eq(value)]
         return m
+
+    @staticmethod
+    def _register(m, nodes, name):
+        """The ``(key, position, value)`` nodes, registered."""
+        out = []
+        for j, node in enumerate(nodes):
+            regs = tuple(Signal(Value.cast(x).shape(), name=f"{name}_{j}_{part}")
+                         for x, part in zip(node, ("key", "pos", "val")))
+            m.d.sync += [r.eq(x) for r, x in zip(regs, node)]
+            out.append(regs)
+        return out
 
 
 def lanes_to_feed(layout, max_rows):
@@ -198,10 +221,18 @@ class BCQEncoder(wiring.Component):
     @property
     def base_latency(self):
         """Cycles from accepting an array's final beat to the output of a one-beat output beat:
-        array maximum register (1), the scale search (``scale_stages``), code into its FIFO (1),
-        FIFO read-out (2); then align, divide (``div_stages``), ``t`` and table read, block error,
-        selector tree, selector/output register (4 more, the output register included)."""
-        return 8 + self.scale_stages + self.div_stages
+        array maximum register (1), the scale code (``scale_stages``), code into its FIFO (1),
+        FIFO read-out (2); then the heads' register, align (2: the shift amounts, the shift),
+        divide (``div_stages``), ``t`` and table read, its register, the error terms, block
+        error, the selector tree (``sel_stages``), selector/output register (the output
+        register included)."""
+        return 11 + self.scale_stages + self.div_stages + self.sel_stages
+
+    @property
+    def sel_stages(self):
+        """Register stages of the selector's tree of least block error before its last level:
+        one level each (at least one stage, for ``Nc <= 2``)."""
+        return max(1, (self.config.n_codebooks - 1).bit_length() - 1)
 
     @property
     def div_stages(self):
@@ -295,11 +326,16 @@ class BCQEncoder(wiring.Component):
         m = Cat(mag[:f.man_bits], e_field != 0)
         return m, e_field
 
+    # Stages that align the array maximum to the thresholds' fixed point: its exponent less the
+    # tensor scale's, then the shift (with the first comparison in the same stage: 16 ns).
+    SCALE_ALIGN_STAGES = 2
+
     @property
     def scale_stages(self):
-        """Pipeline stages of the scale code's binary search: ``T.bit_length()`` for the ``T``
-        thresholds of :func:`scale_thresholds` (7 for E4M3, 4 for E8M0 at ``e8m0_min_exp=-12``)."""
-        return len(scale_thresholds(self.config)).bit_length()
+        """Pipeline stages of the scale code: ``SCALE_ALIGN_STAGES``, then the binary search's
+        ``T.bit_length()`` for the ``T`` thresholds of :func:`scale_thresholds` (7 for E4M3, 4
+        for E8M0 at ``e8m0_min_exp=-12``)."""
+        return self.SCALE_ALIGN_STAGES + len(scale_thresholds(self.config)).bit_length()
 
     def _scale_code(self, m, amag, ts_exp, start):
         """The scale code of an array of largest magnitude ``amag`` (a register, new when
@@ -312,10 +348,13 @@ class BCQEncoder(wiring.Component):
         unit_exp = th[0][1]                        # every threshold is num * 2**unit_exp
         nums = [n for n, _ in th]
         nb = max(nums).bit_length()
-        ma, e_field = self._split(amag)
-        # A = ma * 2**g in threshold units, g = e - ts_exp - unit_exp.
-        g = Signal(signed(12), name="scale_g")
-        m.d.comb += g.eq(_signed(e_field) + Mux(e_field == 0, 1, 0) - 1 + f.e_min - ts_exp - unit_exp)
+        ma0, e_field = self._split(amag)
+        # Alignment stage 1: A = ma * 2**g in threshold units, g = e - ts_exp - unit_exp.
+        g, ma = Signal(signed(12), name="scale_g"), Signal(len(ma0), name="scale_ma")
+        v_g = Signal(name="scale_v_g")
+        m.d.sync += [g.eq(_signed(Mux(e_field == 0, 1, e_field)) - 1 + f.e_min - ts_exp - unit_exp), ma.eq(ma0),
+                     v_g.eq(start)]
+        # Alignment stage 2 (registered below, as the search's input): the fixed-point A.
         a_fix = Signal(nb + f.man_bits + 1, name="scale_afix")
         sticky = Signal(name="scale_sticky")
         over = Signal(name="scale_over")
@@ -328,10 +367,12 @@ class BCQEncoder(wiring.Component):
             m.d.comb += [rs.eq(-g), a_fix.eq(ma >> rs), sticky.eq((ma & ~(Const((1 << width) - 1, width) << rs)[:width]) != 0)]
         with m.Else():
             m.d.comb += sticky.eq(ma != 0)
-        stages = self.scale_stages
+        aligned = [Signal.like(a_fix, name="scale_a0"), Signal(name="scale_st0"), Signal(name="scale_ov0"), Signal(name="scale_v0")]
+        m.d.sync += [r.eq(x) for r, x in zip(aligned, (a_fix, sticky, over, v_g))]
+        stages = self.scale_stages - self.SCALE_ALIGN_STAGES
         # Stage k knows the count's top k bits (lo) and tests threshold (2 lo + 1) * 2**(stages-k-1) - 1;
         # past the last threshold the probe is "not below" (a flag beside the constant).
-        lo, a, st, ov, v = Const(0, 1), a_fix, sticky, over, start
+        lo, (a, st, ov, v) = Const(0, 1), aligned
         for k in range(stages):
             probe = [((2 * j + 1) << (stages - k - 1)) - 1 for j in range(1 << k)]
             rom = Array(Const((nums[i] << 1 | 1) if i < len(nums) else 0, nb + 1) for i in probe)
@@ -360,8 +401,10 @@ class BCQEncoder(wiring.Component):
     # -- the component ------------------------------------------------------------------------
 
     # The fill's pipeline: the codebook's entries registered before the nearest-entry search, its
-    # result registered after (in one cycle, the search was the encoder's critical path: 23.8 ns).
-    FILL_LATENCY = 2
+    # result registered after (in one cycle, the search was the encoder's critical path: 23.8 ns),
+    # and the search itself over ``FILL_SEARCH_LATENCY`` stages (in one, 19.6 ns: 51 MHz).
+    FILL_SEARCH_LATENCY = 2
+    FILL_LATENCY = 2 + FILL_SEARCH_LATENCY
 
     def _fill(self, m, cb):
         """The nearest-entry table and its fill: after any codebook write, one NearestEntry walks
@@ -372,26 +415,33 @@ class BCQEncoder(wiring.Component):
         w = cfg.index_bits + cfg.entry_bits
         m.submodules.table = table = memory.Memory(shape=unsigned(nc * w), depth=1 << ar.t_bits, init=self.table(),
                                                    attrs={"no_rw_check": 1})
-        m.submodules.fill_near = ne = NearestEntry(cfg)
+        m.submodules.fill_near = ne = NearestEntry(cfg, latency=self.FILL_SEARCH_LATENCY)
         fill_t = Signal(ar.t_bits, name="fill_t")
         fill_c = Signal(range(nc), name="fill_c")
         row = Signal(nc * w, name="fill_row")
         dirty = Signal(name="fill_dirty")
         cbs = Array(Array(cb[c * 16 + i] for i in range(cfg.n_entries)) for c in range(nc))
-        # Stage A: the walk's position and the codebook's entries; stage B: the nearest entry.
-        a_valid, b_valid = Signal(name="fill_a_valid"), Signal(name="fill_b_valid")
-        a_t, b_t = Signal(ar.t_bits, name="fill_a_t"), Signal(ar.t_bits, name="fill_b_t")
-        a_last, b_last = Signal(name="fill_a_last"), Signal(name="fill_b_last")    # the row's last codebook
+        # Stage A: the walk's position and the codebook's entries; then the search's stages;
+        # stage B: the nearest entry. A codebook write cancels every step in flight.
+        a_valid = Signal(name="fill_a_valid")
+        a_t = Signal(ar.t_bits, name="fill_a_t")
+        a_last = Signal(name="fill_a_last")    # the row's last codebook
         a_entries = Signal(data.ArrayLayout(signed(cfg.entry_bits), cfg.n_entries), name="fill_a_entries")
         b_new = Signal(w, name="fill_b_new")
         busy = Signal(name="fill_busy")
         m.d.comb += [ne.t.eq(a_t.as_signed())] + [ne.entries[i].eq(a_entries[i]) for i in range(cfg.n_entries)]
+        steps = [(a_valid, a_t, a_last)]
+        for k in range(ne.latency + 1):
+            tag = "b" if k == ne.latency else f"s{k}"
+            nxt = (Signal(name=f"fill_{tag}_valid"), Signal(ar.t_bits, name=f"fill_{tag}_t"), Signal(name=f"fill_{tag}_last"))
+            m.d.sync += [nxt[0].eq(steps[-1][0] & ~self.cbw.en), nxt[1].eq(steps[-1][1]), nxt[2].eq(steps[-1][2])]
+            steps.append(nxt)
+        b_valid, b_t, b_last = steps[-1]
         wp = table.write_port()
         m.d.comb += [wp.addr.eq(b_t), wp.data.eq(Cat(row[w:], b_new)), wp.en.eq(b_valid & b_last),
-                     busy.eq(dirty | a_valid | b_valid), self.busy.eq(busy)]
-        m.d.sync += [a_valid.eq(dirty & ~self.cbw.en), b_valid.eq(a_valid & ~self.cbw.en),
-                     a_t.eq(fill_t), a_last.eq(fill_c == nc - 1),
-                     b_t.eq(a_t), b_last.eq(a_last), b_new.eq(Cat(ne.index, ne.value))]
+                     busy.eq(dirty | Cat(*(v for v, _, _ in steps)).any()), self.busy.eq(busy)]
+        m.d.sync += [a_valid.eq(dirty & ~self.cbw.en), a_t.eq(fill_t), a_last.eq(fill_c == nc - 1),
+                     b_new.eq(Cat(ne.index, ne.value))]
         m.d.sync += [a_entries[i].eq(cbs[fill_c][i]) for i in range(cfg.n_entries)]
         with m.If(b_valid):
             m.d.sync += row.eq(Cat(row[w:], b_new))
@@ -479,26 +529,40 @@ class BCQEncoder(wiring.Component):
         with m.If(en & head_ok):
             m.d.sync += pos.eq(Mux((pos == P - 1) | head_last, 0, pos + 1))
 
-        # Stage 1: decode, align |x| / 2**(s_exp + ts_exp) to frac_bits fractional bits.
+        # Stage H: the FIFO heads, registered as they leave the block RAMs (5.8 ns from clock to
+        # data), with the scale's part of each scalar's alignment shift. Stage 0: the magnitudes
+        # and the shifts; stage 1: the shift itself. (The block RAM's data, the magnitude, the
+        # exponent arithmetic and the shift were one 21 ns stage; without the head register the
+        # first two stages still made 19 ns.)
         code = scale_fifo.r_data
         s_mant, s_exp = self._decode_scale(code)
-        v1 = reg("v1", 1, head_ok)
-        last1 = reg("last1", 1, head_last)
-        pos1 = reg("pos1", pos_shape, pos)
-        code1 = reg("code1", 8, code)
-        mant1 = reg("mant1", 4, s_mant)
+        vh, lasth, posh = reg("vh", 1, head_ok), reg("lasth", 1, head_last), reg("posh", pos_shape, pos)
+        codeh, manth = reg("codeh", 8, code), reg("manth", 4, s_mant)
+        bitsh = reg("bitsh", 16 * lanes, beat_fifo.r_data[:16 * lanes])
+        # shift = max(e_field, 1) + base: the scalar's exponent less the scale's, in frac_bits units.
+        baseh = reg("shift_base", signed(12), f.e_min - 1 - s_exp - self.ts_exp + ar.frac_bits)
+        v0, last0, pos0 = reg("v0", 1, vh), reg("last0", 1, lasth), reg("pos0", pos_shape, posh)
+        code0, mant0 = reg("code0", 8, codeh), reg("mant0", 4, manth)
         sh_max = ar.y_bits + 4                      # m >= 1 shifted this far saturates Y
         n_bits = f.man_bits + 1 + sh_max
-        neg1, num1, lost1, sat1 = [], [], [], []
+        mw = f.man_bits + 1
+        mx0, sh0, neg0 = [], [], []
         for j in range(lanes):
-            bits = beat_fifo.r_data[16 * j:16 * (j + 1)]
+            bits = bitsh[16 * j:16 * (j + 1)]
             mx, e_field = self._split(self._magnitude(m, bits, f"mag_o{j}"))
             sh = Signal(signed(12), name=f"sh{j}")
-            m.d.comb += sh.eq(_signed(e_field) + Mux(e_field == 0, 1, 0) - 1 + f.e_min - s_exp - self.ts_exp
-                              + ar.frac_bits)
+            m.d.comb += sh.eq(_signed(Mux(e_field == 0, 1, e_field)) + baseh)
+            mx0.append(reg(f"mx0_{j}", mw, mx))
+            sh0.append(reg(f"sh0_{j}", signed(12), sh))
+            neg0.append(reg(f"neg0_{j}", 1, bits[15]))
+
+        v1, last1, pos1 = reg("v1", 1, v0), reg("last1", 1, last0), reg("pos1", pos_shape, pos0)
+        code1, mant1 = reg("code1", 8, code0), reg("mant1", 4, mant0)
+        neg1, num1, lost1, sat1 = [], [], [], []
+        for j in range(lanes):
+            mx, sh = mx0[j], sh0[j]
             num = Signal(n_bits, name=f"num{j}")
             lost = Signal(name=f"lost{j}")
-            mw = f.man_bits + 1
             with m.If(sh >= 0):
                 m.d.comb += num.eq(mx << sh.as_unsigned()[:sh_max.bit_length()])
             with m.Elif(sh > -mw):
@@ -507,7 +571,7 @@ class BCQEncoder(wiring.Component):
                              lost.eq((mx & ~(Const((1 << mw) - 1, mw) << rs)[:mw]) != 0)]
             with m.Else():
                 m.d.comb += lost.eq(mx != 0)
-            neg1.append(reg(f"neg1_{j}", 1, bits[15]))
+            neg1.append(reg(f"neg1_{j}", 1, neg0[j]))
             num1.append(reg(f"num1_{j}", n_bits, num))
             lost1.append(reg(f"lost1_{j}", 1, lost))
             sat1.append(reg(f"sat1_{j}", 1, (sh > sh_max) & (mx != 0)))
@@ -580,54 +644,69 @@ class BCQEncoder(wiring.Component):
             m.d.comb += [rp.addr.eq(t.as_unsigned()), rp.en.eq(en)]
             rows3.append(rp.data)
             ysg3.append(reg(f"ys3_{j}", signed(ar.y_bits + 1), Mux(neg2[j], -y, y)))
-        idx3 = [[rows3[j][c * w:c * w + cfg.index_bits] for c in range(nc)] for j in range(lanes)]
-        val3 = [[rows3[j][c * w + cfg.index_bits:(c + 1) * w].as_signed() for c in range(nc)] for j in range(lanes)]
+
+        # Stage 3r: the table's read data, registered as it leaves the block RAM (5.6 ns from clock
+        # to data; with the error terms' multipliers and the block's sum behind it, 18 ns).
+        v3r, last3r, code3r, pos3r = reg("v3r", 1, v3), reg("last3r", 1, last3), reg("code3r", 8, code3), reg("pos3r", pos_shape, pos3)
+        rows3r = [reg(f"rows3r_{j}", len(rows3[j]), rows3[j]) for j in range(lanes)]
+        ysg3r = [reg(f"ys3r_{j}", signed(ar.y_bits + 1), ysg3[j]) for j in range(lanes)]
+        # Stage 3p: per lane and codebook, the error term e (e * 2**F - 2 Y), registered.
+        v3p, last3p, code3p, pos3p = reg("v3p", 1, v3r), reg("last3p", 1, last3r), reg("code3p", 8, code3r), reg("pos3p", pos_shape, pos3r)
+        idx3, term3 = [], []
+        for j in range(lanes):
+            idx3.append([reg(f"idx3p_{j}_{c}", cfg.index_bits, rows3r[j][c * w:c * w + cfg.index_bits]) for c in range(nc)])
+            terms = []
+            for c in range(nc):
+                e = rows3r[j][c * w + cfg.index_bits:(c + 1) * w].as_signed()
+                term = e * ((e << ar.frac_bits) - (ysg3r[j] << 1))
+                terms.append(reg(f"term3p_{j}_{c}", term.shape(), term))
+            term3.append(terms)
 
         # Stage 4: per block slot and codebook, the error without the common sum of Y**2:
         # sum_j e (e * 2**F - 2 Y_j) (err = 2**F * this + sum_j Y_j**2), accumulated over the
         # block's beats; the block's indices of every codebook shift in beside it.
-        v4, last4, code4, pos4 = reg("v4", 1, v3), reg("last4", 1, last3), reg("code4", 8, code3), reg("pos4", pos_shape, pos3)
-        first3 = (pos3 % per_block == 0) if per_block > 1 else Const(1, 1)
+        v4, last4, code4, pos4 = reg("v4", 1, v3p), reg("last4", 1, last3p), reg("code4", 8, code3p), reg("pos4", pos_shape, pos3p)
+        first3 = (pos3p % per_block == 0) if per_block > 1 else Const(1, 1)
         acc_bits = 2 * ar.y_bits + 3 + (lb - 1).bit_length()    # |e (e 2^F - 2Y)| < 2^(2 y_bits + 2)
         err4, store4 = [], []
         for s in range(slots):
             errs, stores = [], []
             for c in range(nc):
-                terms = []
-                for j in range(s * width, (s + 1) * width):
-                    e = val3[j][c]
-                    terms.append(e * ((e << ar.frac_bits) - (ysg3[j] << 1)))
+                terms = [term3[j][c] for j in range(s * width, (s + 1) * width)]
                 acc = Signal(signed(acc_bits), name=f"err4_{s}_{c}")
-                with m.If(en & v3):
+                with m.If(en & v3p):
                     m.d.sync += acc.eq(Mux(first3, 0, acc) + tree_sum(terms))
                 errs.append(acc)
                 st = [Signal(cfg.index_bits, name=f"idx4_{s}_{c}_{k}") for k in range(lb)]
-                with m.If(en & v3):
+                with m.If(en & v3p):
                     m.d.sync += [st[k].eq(st[k + width]) for k in range(lb - width)]
                     m.d.sync += [st[lb - width + jj].eq(idx3[s * width + jj][c]) for jj in range(width)]
                 stores.append(st)
             err4.append(errs)
             store4.append(stores)
 
-        # Stage 5: at a block's end, all but the last level of each slot's tree of least error
-        # (the lower codebook on a tie), registered with the block's indices of every codebook.
+        # Stages 5: at a block's end, all but the last level of each slot's tree of least error
+        # (the lower codebook on a tie), one level per stage (``sel_stages``: two levels of wide
+        # compares in one stage made 15 ns), registered with the block's indices of every codebook.
         block_end4 = ((pos4 % per_block == per_block - 1) | last4) if per_block > 1 else Const(1, 1)
         out_end4 = (pos4 == P - 1) | last4
-        take5 = reg("take5", 1, v4 & block_end4)
-        out5 = reg("out5", 1, v4 & block_end4 & out_end4)
-        code5, last5 = reg("code5", 8, code4), reg("last5", 1, last4)
-        base4 = pos4 // per_block * slots if per_block > 1 else pos4 * slots
-        base5 = reg("base5", range(max(2, B)), base4)
+        take5, out5 = v4 & block_end4, v4 & block_end4 & out_end4
+        code5, last5 = code4, last4
+        base5 = pos4 // per_block * slots if per_block > 1 else pos4 * slots
+        # (key, position, value): the value is the position, the codebook number.
+        cand5 = [[(err4[s][c], Const(c, range(nc)), Const(c, range(nc))) for c in range(nc)] for s in range(slots)]
+        store5 = list(store4)
         levels = max(0, (nc - 1).bit_length() - 1)
-        cand5, store5 = [], []
-        for s in range(slots):
-            leaves = [(err4[s][c], Const(c, range(nc)), Const(c, range(nc))) for c in range(nc)]
-            nodes = _argmin_levels(m, leaves, nc, f"sel{s}", levels=levels)
-            # (key, position, value): the value is the position, the codebook number.
-            cand5.append([(reg(f"cand5_{s}_{i}_key", k.shape(), k),) + (reg(f"cand5_{s}_{i}_pos", range(max(2, nc)), p),) * 2
-                          for i, (k, p, _) in enumerate(nodes)])
-            store5.append([[reg(f"idx5_{s}_{c}_{k}", cfg.index_bits, store4[s][c][k]) for k in range(lb)]
-                           for c in range(nc)])
+        for d in range(self.sel_stages):
+            take5, out5 = reg(f"take5_{d}", 1, take5), reg(f"out5_{d}", 1, out5)
+            code5, last5 = reg(f"code5_{d}", 8, code5), reg(f"last5_{d}", 1, last5)
+            base5 = reg(f"base5_{d}", range(max(2, B)), base5)
+            for s in range(slots):
+                nodes = _argmin_levels(m, cand5[s], nc, f"sel{s}", levels=1 if levels else 0, first_level=d)
+                cand5[s] = [(reg(f"cand5_{d}_{s}_{i}_key", k.shape(), k),) + (reg(f"cand5_{d}_{s}_{i}_pos", range(max(2, nc)), p),) * 2
+                            for i, (k, p, _) in enumerate(nodes)]
+                store5[s] = [[reg(f"idx5_{d}_{s}_{c}_{k}", cfg.index_bits, store5[s][c][k]) for k in range(lb)]
+                             for c in range(nc)]
 
         # Stage 6: the tree's last level, the selector and its indices into the output beat, which
         # leaves when its last block is in.
@@ -641,7 +720,7 @@ class BCQEncoder(wiring.Component):
                     if cfg.selector_bits:
                         m.d.sync += self.o.p.sel.as_value().eq(0)
                 for s in range(slots):
-                    _, _, sel = _argmin_levels(m, cand5[s], nc, f"sel{s}", first_level=levels)[0]
+                    _, _, sel = _argmin_levels(m, cand5[s], nc, f"sel{s}", first_level=self.sel_stages)[0]
                     chosen = [Array(store5[s][c][k] for c in range(nc))[sel] if nc > 1 else store5[s][0][k]
                               for k in range(lb)]
                     with m.Switch(base5):

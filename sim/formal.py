@@ -21,7 +21,7 @@ Proofs (harnesses and the specification are in ``sim/formal_spec.py``):
 * ``nearest``: the activation encoder's nearest-entry stage (``hw/bcq_encoder.NearestEntry``)
   picks the entry a separately written rule prefers, for every ``t`` and every codebook of
   ``NEAREST_ENTRIES`` entries at the default widths (``sim/formal_encoder_spec.py``, which says
-  why not 16; combinational, depth 1).
+  why not 16), pipelined as the table fill builds it (``NEAREST_LATENCY`` stages, depth one more).
 
 Work directories go to ``sim_build/formal/<name>/``; a failing proof names its counterexample
 trace (VCD).
@@ -40,7 +40,7 @@ from amaranth.back import rtlil
 
 from bcq.sw.formats.config import DEFAULT
 
-from .formal_encoder_spec import NEAREST_DEPTH, NEAREST_ENTRIES, nearest_harness
+from .formal_encoder_spec import NEAREST_DEPTH, NEAREST_ENTRIES, NEAREST_LATENCY, nearest_harness
 from .formal_spec import (decode_depth, decode_harness, planes_depth, planes_harness, products_depth, products_harness,
                           stream_depth, stream_harness)
 from .runner import ROOT
@@ -91,7 +91,7 @@ def _proofs():
     proofs["stream"] = Proof("stream", "BCQ unit stream contract, default config",
                              lambda: stream_harness(DEFAULT), stream_depth(DEFAULT))
     proofs["nearest"] = Proof("nearest", f"encoder nearest-entry stage == spec rule, default widths, "
-                              f"{NEAREST_ENTRIES} free entries", lambda: nearest_harness(DEFAULT), NEAREST_DEPTH,
+                              f"{NEAREST_ENTRIES} free entries, {NEAREST_LATENCY} register stages", lambda: nearest_harness(DEFAULT), NEAREST_DEPTH,
                               engine="smtbmc yices")
     return proofs
 

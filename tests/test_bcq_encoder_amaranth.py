@@ -127,7 +127,7 @@ def test_latency_is_measured(seed, bpc, lanes):
     case = encoder_cases(cfg, cb, seed=seed, count=1, max_arrays=1, blocks_per_cycle=bpc, lanes=lanes,
                          directed=False)[0]
     dut = BCQEncoder(cfg, blocks_per_cycle=bpc, lanes=lanes)
-    assert dut.latency == dut.base_latency + dut.beats_per_output - 1 == 8 + dut.scale_stages + dut.div_stages + dut.beats_per_output - 1
+    assert dut.latency == dut.base_latency + dut.beats_per_output - 1 == 11 + dut.scale_stages + dut.div_stages + dut.sel_stages + dut.beats_per_output - 1
     seen = {}
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -163,7 +163,7 @@ def test_verilog_unit(tmp_path):
     line = write_verilog("bcq-encoder", tmp_path / "bcq_encoder.v", config=cfg)
     assert "module bcq_encoder" in (tmp_path / "bcq_encoder.v").read_text()
     assert line.startswith(f"wrote {tmp_path / 'bcq_encoder.v'}: module bcq_encoder ({cfg.describe()}; BF16 in, "
-                           f"4 scalars/cycle, latency 20 cycles from an array's last beat, FIFO 19 beats, table rebuild 1026 "
+                           f"4 scalars/cycle, latency 26 cycles from an array's last beat, FIFO 21 beats, table rebuild 1028 "
                            f"cycles); ports: ")
 
 
@@ -172,6 +172,9 @@ def test_bad_parameters():
         BCQEncoder({})
     with pytest.raises(ConfigError, match=exactly("invalid config: blocks_per_cycle=3; allowed: a divisor of blocks_per_array=8")):
         BCQEncoder(BCQConfig(), blocks_per_cycle=3)
+    for bad in (-1, 6, True, 1.0):
+        with pytest.raises(ConfigError, match=exactly(f"invalid config: latency={bad!r}; allowed: 0..5 (keys, then the tree's 4 levels)")):
+            NearestEntry(BCQConfig(), latency=bad)
     for bad in (3, 0, 32, 12, True, 2.0):
         with pytest.raises(ConfigError, match=exactly(
                 f"invalid config: lanes={bad!r}; allowed: one of 1, 2, 4, 8, 16 (divides B * Lb = 16 and divides "
@@ -179,26 +182,36 @@ def test_bad_parameters():
             BCQEncoder(BCQConfig(), blocks_per_cycle=2, lanes=bad)
 
 
-def test_nearest_entry_all_t_against_the_spec(seed):
+@pytest.mark.parametrize("latency", [0, BCQEncoder.FILL_SEARCH_LATENCY, 5])
+def test_nearest_entry_all_t_against_the_spec(seed, latency):
     """The 16-entry NearestEntry (the table fill's search; the formal proof covers fewer entries)
     against the specification's ``nearest_entries`` for every ``t`` of its width, codebooks with
-    ties and extremes (``encoder_codebooks``)."""
+    ties and extremes (``encoder_codebooks``); combinational, and pipelined as the fill uses it
+    (a new ``t`` and codebook every cycle, each answered ``latency`` edges later)."""
     cfg = BCQConfig()
-    dut = NearestEntry(cfg)
+    dut = NearestEntry(cfg, latency=latency)
     books = encoder_codebooks(cfg, torch.Generator().manual_seed(seed)).entries[:3].to(torch.int64)
     tb_ = dut.arith.t_bits
     ts = torch.arange(-(1 << (tb_ - 1)), 1 << (tb_ - 1))
     want = nearest_entries(ts, books)                                  # [2**t_bits, 3]
+    steps = [(c, k) for c in range(books.shape[0]) for k in range(len(ts))]
     sim = Simulator(dut)
+    if latency:
+        sim.add_clock(1e-6)
 
     async def tb(ctx):
-        for c in range(books.shape[0]):
-            for i in range(cfg.n_entries):
-                ctx.set(dut.entries[i], int(books[c, i]))
-            for k, t in enumerate(ts.tolist()):
-                ctx.set(dut.t, t)
+        for n in range(len(steps) + latency):
+            if n < len(steps):
+                c, k = steps[n]
+                ctx.set(dut.t, int(ts[k]))
+                for i in range(cfg.n_entries):
+                    ctx.set(dut.entries[i], int(books[c, i]))
+            if n >= latency:
+                c, k = steps[n - latency]
                 idx, val = ctx.get(dut.index), ctx.get(dut.value)
                 assert (idx, val) == (int(want[k, c]), int(books[c, want[k, c]])), \
-                    f"codebook {books[c].tolist()} t={t}: got index {idx} value {val}, spec index {int(want[k, c])}"
+                    f"codebook {books[c].tolist()} t={int(ts[k])}: got index {idx} value {val}, spec index {int(want[k, c])}"
+            if latency:
+                await ctx.tick()
     sim.add_testbench(tb)
     sim.run()

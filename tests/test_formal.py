@@ -7,6 +7,7 @@ import pytest
 from dataclasses import replace
 
 from bcq.hw.bcq_block import CodewordDecode, PlaneSum, ProductPlanes
+from bcq.hw.bcq_encoder import BCQEncoder
 from bcq.sw.formats.config import DEFAULT, BCQConfig
 from sim import formal, formal_encoder_spec, formal_spec
 
@@ -89,6 +90,9 @@ def test_depths_follow_the_pipeline():
     assert formal_spec.planes_depth(DEFAULT) == ProductPlanes.latency + 2
     assert formal_spec.products_depth(DEFAULT) == PlaneSum(DEFAULT, DEFAULT.block_len).latency + 2
     assert formal_spec.stream_depth(DEFAULT) == DEFAULT.blocks_per_array + formal_spec.stream_dut(DEFAULT).latency + 2
+    # The nearest-entry proof runs the stage as the encoder's table fill builds it.
+    assert formal_encoder_spec.NEAREST_LATENCY == BCQEncoder.FILL_SEARCH_LATENCY
+    assert formal_encoder_spec.NEAREST_DEPTH == BCQEncoder.FILL_SEARCH_LATENCY + 1
 
 
 def test_nearest_proof_catches_wrong_tie_rule(tmp_path, monkeypatch):
