@@ -26,7 +26,7 @@ from .drain import ResultDrain
 from .engine_rows import RowPair, ScaleAccumulate, delay
 from .gemv_parts import ActivationDecode, ActivationLoader, Issuer
 from .output_float import OutputFloat
-from .pipeline import registered_write, write_port_signature
+from .pipeline import copy_tree, registered_write, write_port_signature
 
 __all__ = ["GEMV"]
 
@@ -85,7 +85,7 @@ class GEMV(wiring.Component):
     """
 
     def __init__(self, layout: EngineLayout, *, max_rows=64, max_cols=1024, codebooks: Codebooks | None = None,
-                 image: LayerImage | None = None, rom=False, group_rows=8, multiplier_rows=None, output=None):
+                 image: LayerImage | None = None, rom=False, group_rows=4, multiplier_rows=None, output=None):
         cfg = layout.config
         if multiplier_rows is not None and (not isinstance(multiplier_rows, int) or isinstance(multiplier_rows, bool)
                                             or not 0 <= multiplier_rows <= layout.lanes or multiplier_rows % 2):
@@ -153,7 +153,7 @@ class GEMV(wiring.Component):
             ScaleAccumulate.latency
 
     # The row datapath sees a beat this many edges after it is issued.
-    _input_delay = ActivationLoader.read_latency + ActivationDecode.latency + 1
+    _input_delay = ActivationLoader.read_latency + ActivationDecode.latency + 2   # + the copy tree
 
     def elaborate(self, platform):
         m = Module()
@@ -219,11 +219,11 @@ class GEMV(wiring.Component):
         beat_valid = delay(m, valid, d_in, "beat_valid")
         psum = []
         row_lat = None
-        for g in range(0, R, self.group_rows):
-            # A register per row group: the activation fans out to group_rows rows, not to all.
-            x_g = delay(m, dec.words, 1, f"x_g{g}")
-            x_sum = delay(m, dec.x_sum, d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency),
-                          f"x_sum_g{g}")
+        groups = range(0, R, self.group_rows)
+        x_sum_delay = d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency)
+        x_copies = copy_tree(m, dec.words, "x_g", len(groups))
+        s_copies = copy_tree(m, delay(m, dec.x_sum, x_sum_delay - 2, "x_sum"), "x_sum_g", len(groups))
+        for g, x_g, x_sum in zip(groups, x_copies, s_copies):
             for r in range(g, min(g + self.group_rows, R), 2):
                 pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r), fabric=r >= self.multiplier_rows)
                 m.submodules[f"rows{r}"] = pair
