@@ -215,15 +215,17 @@ class GEMV(wiring.Component):
                            self.image.weight_words if self.image is not None else [],
                            None if self.rom else self.wmem, delay(m, iss.waddr, d_in - self._mem_latency, "waddr"))
         wv = data.View(lay.weight_word, w_q)
-        first = delay(m, iss.first, d_in, "first")
-        beat_valid = delay(m, valid, d_in, "beat_valid")
         psum = []
         row_lat = None
         groups = range(0, R, self.group_rows)
+        n = len(groups)
         x_sum_delay = d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency)
-        x_copies = copy_tree(m, dec.words, "x_g", len(groups))
-        s_copies = copy_tree(m, delay(m, dec.x_sum, x_sum_delay - 2, "x_sum"), "x_sum_g", len(groups))
-        for g, x_g, x_sum in zip(groups, x_copies, s_copies):
+        # Every signal that reaches all rows goes through a copy tree: one flip-flop per row group.
+        x_copies = copy_tree(m, dec.words, "x_g", n)
+        s_copies = copy_tree(m, delay(m, dec.x_sum, x_sum_delay - 2, "x_sum"), "x_sum_g", n)
+        f_copies = copy_tree(m, delay(m, iss.first, d_in - 2, "first"), "first_g", n)
+        v_copies = copy_tree(m, delay(m, valid, d_in - 2, "beat_valid"), "beat_valid_g", n)
+        for g, x_g, x_sum, first, beat_valid in zip(groups, x_copies, s_copies, f_copies, v_copies):
             for r in range(g, min(g + self.group_rows, R), 2):
                 pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r), fabric=r >= self.multiplier_rows)
                 m.submodules[f"rows{r}"] = pair
@@ -232,7 +234,7 @@ class GEMV(wiring.Component):
                 psum += [pair.psum[k] for k in range(pair.rows)]
                 row_lat = pair.latency
         lag = d_in + row_lat
-        tags = {"valid": delay(m, valid & iss.alast, lag, "arr_valid"), "last": delay(m, iss.vlast, lag, "vec_last"),
+        tags = {"valid": delay(m, valid & iss.alast, lag - 2, "arr_valid"), "last": delay(m, iss.vlast, lag - 2, "vec_last"),
                 "saddr": delay(m, iss.saddr, lag - self._mem_latency, "saddr"), "lag": lag}
         return psum, tags
 
@@ -243,10 +245,15 @@ class GEMV(wiring.Component):
                            self.image.scale_words if self.image is not None else [],
                            None if self.rom else self.smem, tags["saddr"])
         sv = data.View(lay.scale_word, s_q)
-        x_scale = delay(m, loader.rdata.scale, tags["lag"] - ActivationLoader.read_latency, "x_scale")
+        x_scale = delay(m, loader.rdata.scale, tags["lag"] - ActivationLoader.read_latency - 2, "x_scale")
+        # Per row group (copy trees, two edges): the tags and the activation's scale code.
+        n = -(-len(psum) // self.group_rows)
+        copies = [copy_tree(m, v, f"{name}_g", n) for v, name in
+                  ((tags["valid"], "arr_valid"), (tags["last"], "vec_last"), (x_scale, "x_scale"))]
         for r, p in enumerate(psum):
+            valid, last, xs = (c[r // self.group_rows] for c in copies)
             m.submodules[f"scale{r}"] = sa = ScaleAccumulate(lay.config, self.max_cols)
-            m.d.comb += [sa.valid.eq(tags["valid"]), sa.psum.eq(p), sa.w_scale.eq(sv[r]), sa.x_scale.eq(x_scale),
-                         sa.last.eq(tags["last"]), drain.values[r].eq(sa.o_value)]
+            m.d.comb += [sa.valid.eq(valid), sa.psum.eq(p), sa.w_scale.eq(sv[r]), sa.x_scale.eq(xs),
+                         sa.last.eq(last), drain.values[r].eq(sa.o_value)]
             if r == 0:
                 m.d.comb += drain.valid.eq(sa.o_valid)

@@ -12,25 +12,26 @@ def copy_tree(m, value, name, copies):
     """``copies`` (at most 4) registered copies of ``value``, two clock edges later, that
     synthesis keeps apart: a signal's fan-out split over row groups.
 
-    Yosys merges flip-flops whose inputs are equal (``opt_merge``), so plain per-group copies
-    became one flip-flop driving every row of the 256-MAC engine (a 16.3 ns route, the critical
-    path at 59.5 MHz). It does not merge flip-flops whose initial values differ, but a bit has
-    only two; so two copies (initial 0 and all ones) each feed two more (the same): four
-    flip-flops per bit with different inputs or initial values. The initial values are those of
-    data that no valid beat carries."""
+    Yosys merges flip-flops whose inputs and initial values are equal (``opt_merge``), so plain
+    per-group copies became one flip-flop driving every row of the 256-MAC engine (a 16.3 ns
+    route, the critical path at 59.5 MHz). Here no two flip-flops share their input: half of
+    them hold the complement (initial value all ones, so every copy reads 0 out of reset, as
+    ``value``'s register would) and the reader inverts it again, which folds into its LUT."""
     if not 1 <= copies <= 4:
         raise ValueError(f"copy_tree makes 1 to 4 copies, not {copies}")
     v = Value.cast(value)
     ones = (1 << len(v)) - 1
 
-    def reg(src, init, suffix):
-        r = Signal(len(v), init=init, name=f"{name}{suffix}")
+    def reg(src, inverted, suffix):
+        r = Signal(len(v), init=ones if inverted else 0, name=f"{name}{suffix}")
         m.d.sync += r.eq(src)
         return r
-    level1 = [reg(v, 0, "_a"), reg(v, ones, "_b")]
-    level2 = [reg(level1[k // 2], ones * (k % 2), f"_{k}") for k in range(4)]
+    a, b = reg(v, False, "_a"), reg(~v, True, "_b")                 # b holds ~value
+    level2 = [reg(a, False, "_0"), reg(~a, True, "_1"), reg(~b, False, "_2"), reg(b, True, "_3")]
+    outs = [level2[0], ~level2[1], level2[2], ~level2[3]]
     shape = value.shape() if hasattr(value, "shape") else v.shape()
-    return [data.View(shape, q) if isinstance(shape, data.Layout) else q for q in level2[:copies]]
+    return [data.View(shape, q) if isinstance(shape, data.Layout) else q.as_unsigned() if not v.shape().signed
+            else q.as_signed() for q in outs[:copies]]
 
 
 def write_port_signature(shape, depth):
