@@ -1,6 +1,9 @@
 """Fast Amaranth-simulator checks of the matrix-vector engine against the golden model."""
 import random
 
+from amaranth import signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 import pytest
 import torch
@@ -137,3 +140,56 @@ def test_engine_back_to_back_groups_under_back_pressure(tmp_path, seed, entry_bi
     got = run_engine(dut, rows, [activation_beats(x, layout.geometry) for x in xs], seed, stall=0.8)
     for x, res in zip(xs, got):
         assert res == dot_fixed(layer.weights, x).tolist()
+
+
+class _CopyTreeTop(wiring.Component):
+    """``copy_tree`` of an 8-bit input to ``copies`` outputs."""
+
+    def __init__(self, copies, signed_=False):
+        shape = signed(8) if signed_ else unsigned(8)
+        self.copies = copies
+        super().__init__({"i": In(shape), **{f"o{k}": Out(shape) for k in range(copies)}})
+        self.o = [getattr(self, f"o{k}") for k in range(copies)]
+
+    def elaborate(self, platform):
+        from amaranth import Module
+        from bcq.hw.pipeline import copy_tree
+        m = Module()
+        m.d.comb += [o.eq(c) for o, c in zip(self.o, copy_tree(m, self.i, "x", self.copies))]
+        return m
+
+
+@pytest.mark.parametrize("signed_", [False, True])
+def test_copy_tree_copies_are_the_value_two_edges_late(signed_):
+    """Every copy reads 0 out of reset, then the input of two edges before (random values,
+    signed and unsigned: the complemented copies are inverted back)."""
+    dut = _CopyTreeTop(4, signed_)
+    rng = random.Random(3)
+    lo, hi = (-128, 127) if signed_ else (0, 255)
+    values = [rng.randint(lo, hi) for _ in range(200)] + [lo, hi, 0, -1 if signed_ else 1]
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def tb(ctx):
+        assert [ctx.get(o) for o in dut.o] == [0] * 4
+        for n, v in enumerate(values + [0, 0]):
+            ctx.set(dut.i, v if n < len(values) else 0)
+            await ctx.tick()
+            if n >= 1:
+                want = values[n - 1] if n - 1 < len(values) else 0
+                assert [ctx.get(o) for o in dut.o] == [want] * 4, f"edge {n}"
+            else:
+                assert [ctx.get(o) for o in dut.o] == [0] * 4
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_copy_tree_survives_synthesis_as_separate_flip_flops():
+    """Yosys merges registers with equal inputs (opt_merge): 4 plain copies of a register
+    would be one flip-flop per bit. The tree keeps 2 + 4 per bit after synth_ecp5 (2 copies:
+    both come from the first level's plain register, 1 + 2 per bit)."""
+    from bcq.sim.synth import synth_ecp5
+    assert synth_ecp5(_CopyTreeTop(4), "copy_tree")["FF"] == 6 * 8
+    assert synth_ecp5(_CopyTreeTop(2), "copy_tree")["FF"] == 3 * 8
+    with pytest.raises(ValueError, match="copy_tree makes 1 to 4 copies, not 5"):
+        _CopyTreeTop(5).elaborate(None)
