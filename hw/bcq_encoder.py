@@ -703,8 +703,11 @@ class BCQEncoder(wiring.Component):
             base5 = reg(f"base5_{d}", range(max(2, B)), base5)
             for s in range(slots):
                 nodes = _argmin_levels(m, cand5[s], nc, f"sel{s}", levels=1 if levels else 0, first_level=d)
-                cand5[s] = [(reg(f"cand5_{d}_{s}_{i}_key", k.shape(), k),) + (reg(f"cand5_{d}_{s}_{i}_pos", range(max(2, nc)), p),) * 2
-                            for i, (k, p, _) in enumerate(nodes)]
+                # Position and value (equal here) in registers of their own: with one register
+                # for both, Yosys 0.70's synth_ecp5 failed an assertion in abc9's reintegration
+                # (kernel/rtlil.cc:3091) on the 1-lane encoder.
+                cand5[s] = [(reg(f"cand5_{d}_{s}_{i}_key", k.shape(), k), reg(f"cand5_{d}_{s}_{i}_pos", range(max(2, nc)), p),
+                             reg(f"cand5_{d}_{s}_{i}_val", range(max(2, nc)), v)) for i, (k, p, v) in enumerate(nodes)]
                 store5[s] = [[reg(f"idx5_{d}_{s}_{c}_{k}", cfg.index_bits, store5[s][c][k]) for k in range(lb)]
                              for c in range(nc)]
 
