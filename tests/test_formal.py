@@ -102,3 +102,10 @@ def test_nearest_proof_catches_wrong_tie_rule(tmp_path, monkeypatch):
         return (di < dk) | ((di == dk) & (ei > ek)) | ((di == dk) & (ei == ek) & (i <= k))
     monkeypatch.setattr(formal_encoder_spec, "spec_prefers", larger_on_tie)
     _fails(PROOFS["nearest"], tmp_path)
+
+
+def test_nearest_proof_catches_a_wrong_delay(tmp_path, monkeypatch):
+    # The pipelined stage checked against inputs one edge too recent: the proof must fail.
+    delayed = formal_encoder_spec._delayed
+    monkeypatch.setattr(formal_encoder_spec, "_delayed", lambda m, en, value, stages, name: delayed(m, en, value, stages - 1, name))
+    _fails(PROOFS["nearest"], tmp_path)
