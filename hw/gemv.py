@@ -31,6 +31,13 @@ from .pipeline import copy_tree, registered_write, write_port_signature
 __all__ = ["GEMV"]
 
 
+def _per_group(m, value, name, groups):
+    """``value`` two edges later, one copy per row group from :func:`copy_tree` (at most 4
+    copies: past 4 groups, neighbouring groups share one)."""
+    copies = copy_tree(m, value, name, min(groups, 4))
+    return [copies[g * len(copies) // groups] for g in range(groups)]
+
+
 class GEMV(wiring.Component):
     """Matrix-vector engine.
 
@@ -47,7 +54,8 @@ class GEMV(wiring.Component):
     rom : bool
         Bake codebooks and image in (no write ports).
     group_rows : int
-        Rows that share one register copy of the activation codewords (bounds their fan-out).
+        Rows that share one register copy of the activation codewords and the beat's controls
+        (bounds their fan-out; up to 4 copies, so past 4 groups neighbouring groups share one).
     multiplier_rows : int or None
         Rows (from row 0, in pairs) whose products use multipliers (two rows per multiplier:
         :class:`bcq.hw.engine_rows.RowPair`); the others add bit planes in the fabric
@@ -148,7 +156,7 @@ class GEMV(wiring.Component):
     @property
     def latency(self):
         """Clock edges from issuing a row group's last beat to its results entering the drain:
-        activation buffer read (2), decode (2), fan-out register (1), rows, scaling."""
+        activation buffer read (2), decode (2), the copy tree to the row groups (2), rows, scaling."""
         return self._input_delay + RowPair.latency_for(self.layout.scalars_per_beat) + \
             ScaleAccumulate.latency
 
@@ -221,10 +229,10 @@ class GEMV(wiring.Component):
         n = len(groups)
         x_sum_delay = d_in + RowPair.xsum_lag_for(lay.scalars_per_beat) - (ActivationLoader.read_latency + dec.sum_latency)
         # Every signal that reaches all rows goes through a copy tree: one flip-flop per row group.
-        x_copies = copy_tree(m, dec.words, "x_g", n)
-        s_copies = copy_tree(m, delay(m, dec.x_sum, x_sum_delay - 2, "x_sum"), "x_sum_g", n)
-        f_copies = copy_tree(m, delay(m, iss.first, d_in - 2, "first"), "first_g", n)
-        v_copies = copy_tree(m, delay(m, valid, d_in - 2, "beat_valid"), "beat_valid_g", n)
+        x_copies = _per_group(m, dec.words, "x_g", n)
+        s_copies = _per_group(m, delay(m, dec.x_sum, x_sum_delay - 2, "x_sum"), "x_sum_g", n)
+        f_copies = _per_group(m, delay(m, iss.first, d_in - 2, "first"), "first_g", n)
+        v_copies = _per_group(m, delay(m, valid, d_in - 2, "beat_valid"), "beat_valid_g", n)
         for g, x_g, x_sum, first, beat_valid in zip(groups, x_copies, s_copies, f_copies, v_copies):
             for r in range(g, min(g + self.group_rows, R), 2):
                 pair = RowPair(cfg, lay.scalars_per_beat, rows=min(2, R - r), fabric=r >= self.multiplier_rows)
@@ -248,7 +256,7 @@ class GEMV(wiring.Component):
         x_scale = delay(m, loader.rdata.scale, tags["lag"] - ActivationLoader.read_latency - 2, "x_scale")
         # Per row group (copy trees, two edges): the tags and the activation's scale code.
         n = -(-len(psum) // self.group_rows)
-        copies = [copy_tree(m, v, f"{name}_g", n) for v, name in
+        copies = [_per_group(m, v, f"{name}_g", n) for v, name in
                   ((tags["valid"], "arr_valid"), (tags["last"], "vec_last"), (x_scale, "x_scale"))]
         for r, p in enumerate(psum):
             valid, last, xs = (c[r // self.group_rows] for c in copies)

@@ -60,10 +60,10 @@ def run_engine(dut, rows, vectors, seed, write=None, stall=0.3, exp=None):
 
 
 @pytest.mark.parametrize("lanes,bpc,rows,mult_rows", [(4, 1, 10, None), (3, 1, 7, None), (2, 2, 4, None),
-                                                      (4, 1, 3, None), (4, 1, 10, 2), (4, 2, 7, 0)])
+                                                      (4, 1, 3, None), (4, 1, 10, 2), (4, 2, 7, 0), (20, 1, 20, 8)])
 def test_engine_matches_golden(tmp_path, seed, lanes, bpc, rows, mult_rows):
     """Every row bit-exact with the golden model; rows on multipliers, on fabric bit planes, or a
-    mix of both (``multiplier_rows``)."""
+    mix of both (``multiplier_rows``); 20 rows are 5 row groups on 4 copies of the activation."""
     cb = default_codebooks()
     layout = EngineLayout(cb.config, lanes, bpc)
     g = torch.Generator().manual_seed(seed)
@@ -72,7 +72,7 @@ def test_engine_matches_golden(tmp_path, seed, lanes, bpc, rows, mult_rows):
     img = read_image(tmp_path, layout)
     layer = img.layers["fc"]
     xs = [encode(torch.randn(cols, generator=g) * 3, cb) for _ in range(3)]
-    dut = GEMV(layout, max_rows=16, max_cols=256, codebooks=cb, image=layer, multiplier_rows=mult_rows)
+    dut = GEMV(layout, max_rows=max(16, rows), max_cols=256, codebooks=cb, image=layer, multiplier_rows=mult_rows)
     got = run_engine(dut, rows, [activation_beats(x, layout.geometry) for x in xs], seed)
     for x, res in zip(xs, got):
         assert res == dot_fixed(layer.weights, x).tolist()
