@@ -98,6 +98,8 @@ class GEMV(wiring.Component):
         if multiplier_rows is not None and (not isinstance(multiplier_rows, int) or isinstance(multiplier_rows, bool)
                                             or not 0 <= multiplier_rows <= layout.lanes or multiplier_rows % 2):
             raise ConfigError("multiplier_rows", multiplier_rows, f"None or an even number of rows 0..{layout.lanes}")
+        if not isinstance(group_rows, int) or isinstance(group_rows, bool) or group_rows < 1:
+            raise ConfigError("group_rows", group_rows, "a positive number of rows")
         if output is not None and output not in OUTPUT_FORMATS:
             raise ConfigError("output", output, f"None, {', '.join(map(repr, OUTPUT_FORMATS))}")
         if not isinstance(max_rows, int) or max_rows < 1:

@@ -101,6 +101,13 @@ def test_engine_float_output_matches_golden(tmp_path, seed, fmt, lanes, bpc, mul
             assert res == want, f"exp={exp}: accumulators {acc.tolist()}"
 
 
+def test_engine_group_rows_is_checked():
+    layout = EngineLayout(BCQConfig(), 4, 1)
+    for bad in (0, -4, 2.0, True, None):
+        with pytest.raises(ConfigError, match=exactly(f"invalid config: group_rows={bad!r}; allowed: a positive number of rows")):
+            GEMV(layout, group_rows=bad)
+
+
 def test_engine_output_format_is_checked():
     with pytest.raises(ConfigError, match=exactly("invalid config: output='fp16'; allowed: None, 'bf16', 'fp32'")):
         GEMV(EngineLayout(BCQConfig(), 2, 1), output="fp16")
