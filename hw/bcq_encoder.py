@@ -535,6 +535,13 @@ class BCQEncoder(wiring.Component):
         # Position of the head beat in its output beat (restarts after ``last``); at least one
         # bit wide (a zero-width net is an ascending [-1:0] range in Verilog).
         pos_shape = range(max(2, P))
+
+        def ctl(tag, valid, last, pos, code):
+            """A beat's controls, one stage later: valid, ``last``, its position in the output
+            beat, its array's scale code."""
+            return (reg(f"v{tag}", 1, valid), reg(f"last{tag}", 1, last), reg(f"pos{tag}", pos_shape, pos),
+                    reg(f"code{tag}", 8, code))
+
         pos = Signal(pos_shape, name="out_pos")
         with m.If(en & head_ok):
             m.d.sync += pos.eq(Mux((pos == P - 1) | head_last, 0, pos + 1))
@@ -546,13 +553,13 @@ class BCQEncoder(wiring.Component):
         # first two stages still made 19 ns.)
         code = scale_fifo.r_data
         s_mant, s_exp = self._decode_scale(code)
-        vh, lasth, posh = reg("vh", 1, head_ok), reg("lasth", 1, head_last), reg("posh", pos_shape, pos)
-        codeh, manth = reg("codeh", 8, code), reg("manth", 4, s_mant)
+        vh, lasth, posh, codeh = ctl("h", head_ok, head_last, pos, code)
+        manth = reg("manth", 4, s_mant)
         bitsh = reg("bitsh", 16 * lanes, beat_fifo.r_data[:16 * lanes])
         # shift = max(e_field, 1) + base: the scalar's exponent less the scale's, in frac_bits units.
         baseh = reg("shift_base", signed(12), f.e_min - 1 - s_exp - self.ts_exp + ar.frac_bits)
-        v0, last0, pos0 = reg("v0", 1, vh), reg("last0", 1, lasth), reg("pos0", pos_shape, posh)
-        code0, mant0 = reg("code0", 8, codeh), reg("mant0", 4, manth)
+        v0, last0, pos0, code0 = ctl("0", vh, lasth, posh, codeh)
+        mant0 = reg("mant0", 4, manth)
         sh_max = ar.y_bits + 4                      # m >= 1 shifted this far saturates Y
         n_bits = f.man_bits + 1 + sh_max
         mw = f.man_bits + 1
@@ -566,8 +573,8 @@ class BCQEncoder(wiring.Component):
             sh0.append(reg(f"sh0_{j}", signed(12), sh))
             neg0.append(reg(f"neg0_{j}", 1, bits[15]))
 
-        v1, last1, pos1 = reg("v1", 1, v0), reg("last1", 1, last0), reg("pos1", pos_shape, pos0)
-        code1, mant1 = reg("code1", 8, code0), reg("mant1", 4, mant0)
+        v1, last1, pos1, code1 = ctl("1", v0, last0, pos0, code0)
+        mant1 = reg("mant1", 4, mant0)
         neg1, num1, lost1, sat1 = [], [], [], []
         for j in range(lanes):
             mx, sh = mx0[j], sh0[j]
@@ -588,7 +595,7 @@ class BCQEncoder(wiring.Component):
 
         # Stage 2: Y = floor(num / mant), restoring division (the remainder stays below mant),
         # DIV_BITS quotient bits per pipeline stage (``div_stages`` stages).
-        v2, last2, code2, pos2 = v1, last1, code1, pos1
+        v2, last2, pos2, code2 = v1, last1, pos1, code1
         ys2, sticky2, neg2 = [], [], []
         if cfg.scale.mant_bits:
             # Per lane: the remainder, the quotient bits so far, the dividend bits still to come.
@@ -616,8 +623,7 @@ class BCQEncoder(wiring.Component):
                     sat[j] = reg(f"dsat2_{d}_{j}", 1, sat[j])
                     lost[j], neg[j] = reg(f"lost2_{d}_{j}", 1, lost[j]), reg(f"neg2_{d}_{j}", 1, neg[j])
                 mant = reg(f"mant2_{d}", 4, mant)
-                v2, last2 = reg(f"v2_{d}", 1, v2), reg(f"last2_{d}", 1, last2)
-                code2, pos2 = reg(f"code2_{d}", 8, code2), reg(f"pos2_{d}", pos_shape, pos2)
+                v2, last2, pos2, code2 = ctl(f"2_{d}", v2, last2, pos2, code2)
             zero = mant == 0
             for j in range(lanes):
                 y = Signal(ar.y_bits, name=f"y{j}")
@@ -628,7 +634,7 @@ class BCQEncoder(wiring.Component):
                 sticky2.append(sticky)
                 neg2.append(neg[j])
         else:
-            v2, last2, code2, pos2 = reg("v2", 1, v1), reg("last2", 1, last1), reg("code2", 8, code1), reg("pos2", pos_shape, pos1)
+            v2, last2, pos2, code2 = ctl("2", v1, last1, pos1, code1)
             for j in range(lanes):
                 num = num1[j]
                 y = Signal(ar.y_bits, name=f"y{j}")
@@ -641,7 +647,7 @@ class BCQEncoder(wiring.Component):
                 neg2.append(reg(f"neg2_{j}", 1, neg1[j]))
 
         # Stage 3: t = ceil(2y), the table read (its read register is this stage's register).
-        v3, last3, code3, pos3 = reg("v3", 1, v2), reg("last3", 1, last2), reg("code3", 8, code2), reg("pos3", pos_shape, pos2)
+        v3, last3, pos3, code3 = ctl("3", v2, last2, pos2, code2)
         half = ar.frac_bits - 1
         rows3, ysg3 = [], []
         for j in range(lanes):
@@ -657,11 +663,11 @@ class BCQEncoder(wiring.Component):
 
         # Stage 3r: the table's read data, registered as it leaves the block RAM (5.6 ns from clock
         # to data; with the error terms' multipliers and the block's sum behind it, 18 ns).
-        v3r, last3r, code3r, pos3r = reg("v3r", 1, v3), reg("last3r", 1, last3), reg("code3r", 8, code3), reg("pos3r", pos_shape, pos3)
+        v3r, last3r, pos3r, code3r = ctl("3r", v3, last3, pos3, code3)
         rows3r = [reg(f"rows3r_{j}", len(rows3[j]), rows3[j]) for j in range(lanes)]
         ysg3r = [reg(f"ys3r_{j}", signed(ar.y_bits + 1), ysg3[j]) for j in range(lanes)]
         # Stage 3p: per lane and codebook, the error term e (e * 2**F - 2 Y), registered.
-        v3p, last3p, code3p, pos3p = reg("v3p", 1, v3r), reg("last3p", 1, last3r), reg("code3p", 8, code3r), reg("pos3p", pos_shape, pos3r)
+        v3p, last3p, pos3p, code3p = ctl("3p", v3r, last3r, pos3r, code3r)
         idx3, term3 = [], []
         for j in range(lanes):
             idx3.append([reg(f"idx3p_{j}_{c}", cfg.index_bits, rows3r[j][c * w:c * w + cfg.index_bits]) for c in range(nc)])
@@ -675,7 +681,7 @@ class BCQEncoder(wiring.Component):
         # Stage 4: per block slot and codebook, the error without the common sum of Y**2:
         # sum_j e (e * 2**F - 2 Y_j) (err = 2**F * this + sum_j Y_j**2), accumulated over the
         # block's beats; the block's indices of every codebook shift in beside it.
-        v4, last4, code4, pos4 = reg("v4", 1, v3p), reg("last4", 1, last3p), reg("code4", 8, code3p), reg("pos4", pos_shape, pos3p)
+        v4, last4, pos4, code4 = ctl("4", v3p, last3p, pos3p, code3p)
         first3 = (pos3p % per_block == 0) if per_block > 1 else Const(1, 1)
         acc_bits = 2 * ar.y_bits + 3 + (lb - 1).bit_length()    # |e (e 2^F - 2Y)| < 2^(2 y_bits + 2)
         err4, store4 = [], []
