@@ -13,6 +13,10 @@ class ResultDrain(wiring.Component):
 
     Two banks: one drains while the next group's results may arrive in the other. A group
     is taken on ``valid & ready``; ``ready`` is low while the second bank holds a group that stays.
+    The rows leave through a two-entry skid buffer (``o`` is a register, and so is the space the
+    bank shifts into): the bank's shift enable, which fans out to every bit of its R results,
+    never waits on ``o.ready``, whose logic lies downstream (in a 256-MAC ULX3S build, the
+    host link's handshake into 1.6k such enables was 11 ns of logic before any routing).
     (:class:`bcq.hw.gemv.GEMV`'s issuer keeps credits, so its groups always find ``ready``;
     :class:`bcq.hw.bxp_engine.BxPEngine` stalls its MACs on it.)
 
@@ -35,7 +39,8 @@ class ResultDrain(wiring.Component):
     release : ``Out(1)``
         A bank was emptied (one-cycle pulse).
     done : ``Out(1)``
-        The matrix's last row leaves (one-cycle pulse).
+        The matrix's last row is taken from ``o`` (one-cycle pulse; with ``rows`` 0, when the
+        group has been dropped).
     """
 
     def __init__(self, lanes, acc_bits, max_rows):
@@ -55,10 +60,23 @@ class ResultDrain(wiring.Component):
         lane = Signal(range(max(R, 2)))   # one bit even for one lane: no zero-width vector in the Verilog
         base = Signal(range(self.max_rows + R + 1))
         row = Signal(range(self.max_rows + R + 1))
-        m.d.comb += [row.eq(base + lane), self.o.valid.eq(out_full & (row < self.rows)),
-                     self.o.payload.row.eq(row), self.o.payload.value.eq(out[0])]
+        # The skid buffer: `o` (its valid and payload registers) and a second entry behind it.
+        skid_full = Signal(name="skid_full")
+        skid = Signal.like(self.o.payload, name="skid")
+        entry = Signal.like(self.o.payload, name="entry")
+        m.d.comb += [row.eq(base + lane), entry.row.eq(row), entry.value.eq(out[0])]
         step = Signal()
-        m.d.comb += step.eq(out_full & (self.o.ready | (row >= self.rows)))
+        m.d.comb += step.eq(out_full & ~skid_full)
+        push = step & (row < self.rows)
+        # Each entry knows whether it is the matrix's last row: `done` when that one is taken.
+        final, o_final, skid_final = (Signal(name=n) for n in ("final", "o_final", "skid_final"))
+        m.d.comb += final.eq(row == self.rows - 1)
+        with m.If(~self.o.valid | self.o.ready):
+            m.d.sync += [self.o.valid.eq(skid_full | push), self.o.payload.eq(Mux(skid_full, skid, entry)),
+                         o_final.eq(Mux(skid_full, skid_final, final)), skid_full.eq(0)]
+        with m.Elif(push):
+            m.d.sync += [skid_full.eq(1), skid.eq(entry), skid_final.eq(final)]
+        m.d.comb += self.done.eq(self.o.valid & self.o.ready & o_final)
         finish = step & (lane == R - 1)
         with m.If(step):
             # The bank shifts by one row per step, so the output needs no R:1 multiplexer.
@@ -68,8 +86,9 @@ class ResultDrain(wiring.Component):
             m.d.sync += [out_full.eq(0), base.eq(base + R)]
             m.d.comb += self.release.eq(1)
             with m.If(base + R >= self.rows):
-                m.d.comb += self.done.eq(1)
                 m.d.sync += base.eq(0)
+                with m.If(self.rows == 0):      # no row leaves: done with the (only) group
+                    m.d.comb += self.done.eq(1)
         # Move the held bank into the output bank once that is (or becomes) empty.
         move = Signal()
         m.d.comb += move.eq(hold_full & (~out_full | finish))

@@ -5,7 +5,7 @@ signature of a memory write port."""
 from amaranth import Mux, Signal, Value, signed
 from amaranth.lib import data, memory
 
-__all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature", "copy_tree"]
+__all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature", "copy_tree", "skid_buffer"]
 
 
 def copy_tree(m, value, name, copies):
@@ -32,6 +32,22 @@ def copy_tree(m, value, name, copies):
     shape = value.shape() if hasattr(value, "shape") else v.shape()
     return [data.View(shape, q) if isinstance(shape, data.Layout) else q.as_unsigned() if not v.shape().signed
             else q.as_signed() for q in outs[:copies]]
+
+
+def skid_buffer(m, i, o, name):
+    """Connect stream ``i`` to stream ``o`` through two registers, with nothing combinational
+    in between in either direction: ``o.valid`` and ``o.payload`` are registers, and so is
+    ``i.ready`` (high while the second entry is empty). The logic behind ``i.ready`` (a wide
+    shift register's enable, say) then never waits on the logic behind ``o.ready``. One item per
+    cycle with ``o.ready`` high; one edge of latency."""
+    full = Signal(name=f"{name}_full")
+    held = Signal.like(i.payload, name=f"{name}_held")
+    take = i.valid & ~full
+    m.d.comb += i.ready.eq(~full)
+    with m.If(~o.valid | o.ready):
+        m.d.sync += [o.valid.eq(full | take), o.payload.eq(Mux(full, held, i.payload)), full.eq(0)]
+    with m.Elif(take):
+        m.d.sync += [full.eq(1), held.eq(i.payload)]
 
 
 def write_port_signature(shape, depth):
