@@ -10,7 +10,7 @@ ports (``bcq.hw.gemv_parts``, ``bcq.hw.engine_rows``)::
       -> ScaleAccumulate x R -> ResultDrain (two banks) -> o
 """
 
-from amaranth import Module, signed, unsigned
+from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from bcq.sw.contract.beats import activation_layout
@@ -245,7 +245,7 @@ class GEMV(wiring.Component):
                 row_lat = pair.latency
         lag = d_in + row_lat
         tags = {"valid": delay(m, valid & iss.alast, lag - 2, "arr_valid"), "last": delay(m, iss.vlast, lag - 2, "vec_last"),
-                "saddr": delay(m, iss.saddr, lag - self._mem_latency, "saddr"), "lag": lag}
+                "saddr": delay(m, iss.saddr, lag - self._mem_latency - 1, "saddr"), "lag": lag}
         return psum, tags
 
     def _scale(self, m, psum, tags, loader, drain):
@@ -254,7 +254,12 @@ class GEMV(wiring.Component):
         s_q = self._memory(m, "smem", lay.scale_width, self.scale_depth,
                            self.image.scale_words if self.image is not None else [],
                            None if self.rom else self.smem, tags["saddr"])
-        sv = data.View(lay.scale_word, s_q)
+        # The scale codes read one edge early and registered in the fabric (a few bits per row):
+        # the block RAM's slow clock-to-data (~5 ns) no longer feeds the rows' scale decode (the
+        # deepest logic after a memory in a 256-MAC ULX3S build).
+        s_r = Signal.like(s_q, name="smem_data_q")
+        m.d.sync += s_r.eq(s_q)
+        sv = data.View(lay.scale_word, s_r)
         x_scale = delay(m, loader.rdata.scale, tags["lag"] - ActivationLoader.read_latency - 2, "x_scale")
         # Per row group (copy trees, two edges): the tags and the activation's scale code.
         n = -(-len(psum) // self.group_rows)
