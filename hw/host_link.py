@@ -485,9 +485,10 @@ class Executor(wiring.Component):
         m.d.comb += [words.length.eq(r.length), self.rows.eq(r.start), sb.i.payload.eq(int.from_bytes(self.status, "little")),
                      rb.i.payload.eq(self.res.payload.value)]
         # The request holds still from the edge that takes it on, so what the states below decode
-        # from it is decoded on that edge into registers: the command's word size, one flag per command, the last word's
-        # index. (Decoded on the spot, the command register's logic ran through the payload
-        # words, the word count and the engine's handshakes: 15-21 ns of a 256-MAC ULX3S build.)
+        # from it is decoded on that edge into registers: the command's word size, one flag per
+        # command, the last word's index, the reply's source. (Decoded on the spot, the command
+        # register's logic ran through the payload words, the word count and the engine's
+        # handshakes: 15-21 ns of a 256-MAC ULX3S build.)
         wsize = Signal(8, name="wsize_q")
         is_cmd = {cmd: Signal(name=f"is_cmd_{cmd:02x}") for cmd in (*self.word_bytes, P.CMD_STATUS)}
         last_count = Signal(16, name="last_count")
@@ -635,5 +636,5 @@ class Accelerator(wiring.Component):
         # The reply bytes leave through a skid buffer: the framer's CRC update waits on a register,
         # not on the UART's handshake.
         skid_buffer(m, tx.o, self.o, "reply_byte")
-        m.d.comb += [eng.rows.eq(ex.rows), ex.done.eq(tx.done), self.busy.eq(rx.req.valid)]
+        m.d.comb += [eng.rows.eq(ex.rows), ex.done.eq(tx.done), self.busy.eq(rx.req.valid | self.o.valid)]
         return m
