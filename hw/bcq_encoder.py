@@ -17,7 +17,7 @@ from bcq.sw.formats.errors import ConfigError
 from bcq.sw.formats.numerics import scale_code_values
 
 from .bcq_block import codebook_write_signature
-from .pipeline import tree_sum
+from .pipeline import registered_mult, tree_sum
 
 __all__ = ["BCQEncoder", "NearestEntry", "lanes_to_feed"]
 
@@ -223,9 +223,9 @@ class BCQEncoder(wiring.Component):
         """Cycles from accepting an array's final beat to the output of a one-beat output beat:
         input register (1), array maximum register (1), the scale code (``scale_stages``), code into its FIFO (1),
         FIFO read-out (2); then the heads' register, align (2: the shift amounts, the shift),
-        divide (``div_stages``), ``t`` and table read, its register, the error terms, block
-        error, the selector tree (``sel_stages``), output register."""
-        return 12 + self.scale_stages + self.div_stages + self.sel_stages
+        divide (``div_stages``), ``t`` and table read, its register, the error terms (2: the
+        multiplier's input and output registers), block error, the selector tree (``sel_stages``), output register."""
+        return 13 + self.scale_stages + self.div_stages + self.sel_stages
 
     @property
     def sel_stages(self):
@@ -667,16 +667,22 @@ class BCQEncoder(wiring.Component):
         v3r, last3r, pos3r, code3r = ctl("3r", v3, last3, pos3, code3)
         rows3r = [reg(f"rows3r_{j}", len(rows3[j]), rows3[j]) for j in range(lanes)]
         ysg3r = [reg(f"ys3r_{j}", signed(ar.y_bits + 1), ysg3[j]) for j in range(lanes)]
-        # Stage 3p: per lane and codebook, the error term e (e * 2**F - 2 Y), registered.
-        v3p, last3p, pos3p, code3p = ctl("3p", v3r, last3r, pos3r, code3r)
+        # Stages 3a, 3p: per lane and codebook, the error term e (e * 2**F - 2 Y): its factors into
+        # the multiplier's input registers, the product into its output register (on ECP5 a
+        # MULT18X18D's own; with neither, its inputs' adder, the multiplier and the routes in
+        # and out made 16 ns, the worst path of a routed 256-MAC ULX3S build at 62.3 MHz).
+        v3a, last3a, pos3a, code3a = ctl("3a", v3r, last3r, pos3r, code3r)
+        v3p, last3p, pos3p, code3p = ctl("3p", v3a, last3a, pos3a, code3a)
         idx3, term3 = [], []
         for j in range(lanes):
-            idx3.append([reg(f"idx3p_{j}_{c}", cfg.index_bits, rows3r[j][c * w:c * w + cfg.index_bits]) for c in range(nc)])
+            idx3.append([reg(f"idx3p_{j}_{c}", cfg.index_bits,
+                             reg(f"idx3a_{j}_{c}", cfg.index_bits, rows3r[j][c * w:c * w + cfg.index_bits]))
+                         for c in range(nc)])
             terms = []
             for c in range(nc):
                 e = rows3r[j][c * w + cfg.index_bits:(c + 1) * w].as_signed()
-                term = e * ((e << ar.frac_bits) - (ysg3r[j] << 1))
-                terms.append(reg(f"term3p_{j}_{c}", term.shape(), term))
+                diff = (e << ar.frac_bits) - (ysg3r[j] << 1)
+                terms.append(registered_mult(m, f"term3_{j}_{c}", e, diff, len(e), len(diff), platform, ce=en))
             term3.append(terms)
 
         # Stage 4: per block slot and codebook, the error without the common sum of Y**2:

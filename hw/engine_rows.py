@@ -7,13 +7,14 @@ enable net fans out to thousands of flip-flops. Values are tagged by the beats t
 them; the tags travel beside the data in :class:`bcq.hw.gemv_parts` and the engine top.
 """
 
-from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.golden import Arithmetic
 
+from .pipeline import registered_mult
 from .scale import decode_scale
 
 __all__ = ["RowPair", "ScaleAccumulate", "delay", "tree_levels", "pipelined_tree", "plane_products", "pack_pair",
@@ -64,28 +65,6 @@ def pack_pair(w0, w1, e):
     ``+ P[2e-1]``: the upper field borrows one from the lower when ``L < 0``. Checked for every
     operand triple by ``tests/test_engine_rows.py`` (and the gateware by its simulator tests)."""
     return Cat(w0[:e - 1], ~w0[e - 1], Const(0, e), w1).as_signed()
-
-
-def _mult(m, name, a, b, a_bits, b_bits, platform):
-    """``a * b`` with an input and an output register rank (latency 2): on ECP5 a MULT18X18D with
-    its own registers (Yosys never absorbs fabric registers into it), elsewhere plain logic."""
-    p = Signal(signed(a_bits + b_bits), name=name)
-    if getattr(platform, "family", None) == "ecp5" and a_bits <= 18 and b_bits <= 18:
-        a18, b18, p36 = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b"), Signal(36)
-        m.d.comb += [a18.eq(a), b18.eq(b), p.eq(p36)]
-        ports = {f"i_A{i}": a18[i] for i in range(18)}
-        ports.update({f"i_B{i}": b18[i] for i in range(18)})
-        ports.update({f"i_C{i}": 0 for i in range(18)})
-        ports.update({f"o_P{i}": p36[i] for i in range(36)})
-        m.submodules[f"{name}_dsp"] = Instance(
-            "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-            p_GSR="DISABLED", i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
-            i_CLK0=ClockSignal("sync"), i_CLK1=0, i_CLK2=0, i_CLK3=0, i_CE0=1, i_CE1=1, i_CE2=1, i_CE3=1,
-            i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0, **ports)
-    else:
-        ra, rb = Signal(signed(a_bits), name=f"{name}_ra"), Signal(signed(b_bits), name=f"{name}_rb")
-        m.d.sync += [ra.eq(a), rb.eq(b), p.eq(ra * rb)]
-    return p
 
 
 def plane_products(m, name, w, x, e, width):
@@ -202,13 +181,13 @@ class RowPair(wiring.Component):
             sums = [sum(plane_products(m, f"row{r}", self.w[r], self.x, e, beat_bits)) for r in range(self.rows)]
         for j in range(S if not self.fabric else 0):
             if self.packed:
-                p = _mult(m, f"prod{j}", pack_pair(self.w[0][j], self.w[1][j], e), self.x[j], 3 * e, e, platform)
+                p = registered_mult(m, f"prod{j}", pack_pair(self.w[0][j], self.w[1][j], e), self.x[j], 3 * e, e, platform)
                 leaves[0].append(p[:2 * e].as_signed())
                 leaves[1].append(p[2 * e:4 * e].as_signed())
                 borrows.append(p[2 * e - 1])
             else:
                 for r in range(self.rows):
-                    leaves[r].append(_mult(m, f"prod{r}_{j}", self.w[r][j], self.x[j], e, e, platform))
+                    leaves[r].append(registered_mult(m, f"prod{r}_{j}", self.w[r][j], self.x[j], e, e, platform))
         if not self.fabric:
             sums = [pipelined_tree(m, f"row{r}", leaves[r], beat_bits) for r in range(self.rows)]
         fixes = [Const(0, 1)] * self.rows

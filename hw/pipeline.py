@@ -2,10 +2,10 @@
 registers, a balanced adder tree, the per-vector accumulator that emits on ``last``, and the
 signature of a memory write port."""
 
-from amaranth import Mux, Signal, Value, signed
+from amaranth import ClockSignal, Instance, Mux, Signal, Value, signed
 from amaranth.lib import data, memory
 
-__all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature", "copy_tree", "skid_buffer"]
+__all__ = ["Pipeline", "tree_sum", "enabled_reg", "write_port_signature", "copy_tree", "skid_buffer", "registered_mult"]
 
 
 def copy_tree(m, value, name, copies):
@@ -48,6 +48,30 @@ def skid_buffer(m, i, o, name):
         m.d.sync += [o.valid.eq(full | take), o.payload.eq(Mux(full, held, i.payload)), full.eq(0)]
     with m.Elif(take):
         m.d.sync += [full.eq(1), held.eq(i.payload)]
+
+
+def registered_mult(m, name, a, b, a_bits, b_bits, platform, ce=1):
+    """``a * b`` with an input and an output register rank (latency 2, both loading on clock
+    edges where ``ce`` is high): on ECP5 a MULT18X18D with its own registers (Yosys never absorbs
+    fabric registers into it), elsewhere plain logic."""
+    p = Signal(signed(a_bits + b_bits), name=name)
+    if getattr(platform, "family", None) == "ecp5" and a_bits <= 18 and b_bits <= 18:
+        a18, b18, p36 = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b"), Signal(36)
+        m.d.comb += [a18.eq(a), b18.eq(b), p.eq(p36)]
+        ports = {f"i_A{i}": a18[i] for i in range(18)}
+        ports.update({f"i_B{i}": b18[i] for i in range(18)})
+        ports.update({f"i_C{i}": 0 for i in range(18)})
+        ports.update({f"o_P{i}": p36[i] for i in range(36)})
+        m.submodules[f"{name}_dsp"] = Instance(
+            "MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+            p_GSR="DISABLED", i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+            i_CLK0=ClockSignal("sync"), i_CLK1=0, i_CLK2=0, i_CLK3=0, i_CE0=ce, i_CE1=1, i_CE2=1, i_CE3=1,
+            i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0, **ports)
+    else:
+        ra, rb = Signal(signed(a_bits), name=f"{name}_ra"), Signal(signed(b_bits), name=f"{name}_rb")
+        with m.If(ce):
+            m.d.sync += [ra.eq(a), rb.eq(b), p.eq(ra * rb)]
+    return p
 
 
 def write_port_signature(shape, depth):

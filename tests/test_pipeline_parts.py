@@ -2,7 +2,7 @@
 (``bcq.hw.pipeline.skid_buffer``) and the engines' result drain (``bcq.hw.drain.ResultDrain``)."""
 import random
 
-from amaranth import Module, signed
+from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -141,3 +141,4 @@ def test_drain_rows_in_order_and_done_after_the_last_row_left(seed, lanes, rows)
     assert dones == [rows] * len(matrices)
     assert got == [list(enumerate(w)) for w in want]
     assert releases == [n_groups * len(matrices)]
+
