@@ -5,6 +5,8 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .pipeline import skid_buffer
+
 __all__ = ["ResultDrain"]
 
 
@@ -60,23 +62,17 @@ class ResultDrain(wiring.Component):
         lane = Signal(range(max(R, 2)))   # one bit even for one lane: no zero-width vector in the Verilog
         base = Signal(range(self.max_rows + R + 1))
         row = Signal(range(self.max_rows + R + 1))
-        # The skid buffer: `o` (its valid and payload registers) and a second entry behind it.
-        skid_full = Signal(name="skid_full")
-        skid = Signal.like(self.o.payload, name="skid")
-        entry = Signal.like(self.o.payload, name="entry")
-        m.d.comb += [row.eq(base + lane), entry.row.eq(row), entry.value.eq(out[0])]
+        # The rows leave through a skid buffer; each knows whether it is the matrix's last row
+        # (`done` when that one is taken).
+        entry = data.StructLayout({"value": signed(self.acc_bits), "row": self.o.payload.row.shape(), "final": 1})
+        into, out_q = stream.Signature(entry).create(), stream.Signature(entry).create()
+        skid_buffer(m, into, out_q, "skid")
         step = Signal()
-        m.d.comb += step.eq(out_full & ~skid_full)
-        push = step & (row < self.rows)
-        # Each entry knows whether it is the matrix's last row: `done` when that one is taken.
-        final, o_final, skid_final = (Signal(name=n) for n in ("final", "o_final", "skid_final"))
-        m.d.comb += final.eq(row == self.rows - 1)
-        with m.If(~self.o.valid | self.o.ready):
-            m.d.sync += [self.o.valid.eq(skid_full | push), self.o.payload.eq(Mux(skid_full, skid, entry)),
-                         o_final.eq(Mux(skid_full, skid_final, final)), skid_full.eq(0)]
-        with m.Elif(push):
-            m.d.sync += [skid_full.eq(1), skid.eq(entry), skid_final.eq(final)]
-        m.d.comb += self.done.eq(self.o.valid & self.o.ready & o_final)
+        m.d.comb += [row.eq(base + lane), step.eq(out_full & into.ready),
+                     into.valid.eq(step & (row < self.rows)), into.p.value.eq(out[0]), into.p.row.eq(row),
+                     into.p.final.eq(row == self.rows - 1),
+                     self.o.valid.eq(out_q.valid), self.o.p.value.eq(out_q.p.value), self.o.p.row.eq(out_q.p.row),
+                     out_q.ready.eq(self.o.ready), self.done.eq(out_q.valid & self.o.ready & out_q.p.final)]
         finish = step & (lane == R - 1)
         with m.If(step):
             # The bank shifts by one row per step, so the output needs no R:1 multiplexer.
