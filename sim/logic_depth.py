@@ -12,6 +12,12 @@ path past the clock period here needs more registers wherever it is placed; a pa
 still fail when its ends are placed far apart.
 
     python -m bcq.sim.logic_depth build/ulx3s-85f/top.json [--net-ns 0.9] [--limit-ns 10]
+
+After a build, ``--routed build/ulx3s-85f/top-report.json`` (nextpnr's ``--report`` with
+``--detailed-timing-report``, which ``bcq build`` asks for) replaces the fixed delay by each
+end point's routed arrival: every end point that misses the clock after routing, not only the
+one critical path nextpnr prints, grouped the same way (by end, and by where its slowest
+pre-placement path starts).
 """
 
 import argparse
@@ -22,7 +28,7 @@ from collections import Counter, defaultdict
 
 from bcq.sw.formats.errors import FileFormatError
 
-__all__ = ["analyse", "main"]
+__all__ = ["analyse", "routed_arrivals", "main"]
 
 # Clock-to-output of the timing start points (ns).
 START_NS = {"TRELLIS_FF": 0.52, "DP16KD": 5.0, "MULT18X18D": 1.6}
@@ -56,9 +62,32 @@ def _arcs(cell, port):
     return None
 
 
-def analyse(netlist, net_ns=0.9):
+def routed_arrivals(report):
+    """``{(cell, port): ns}`` and ``{cell: ns}``: the latest routed arrival at every timing end
+    point in nextpnr's JSON report (``--report`` with ``--detailed-timing-report``: per net,
+    each end point's arrival from the clock, ``[min, max]``, through every cell and routed net
+    before it). nextpnr keeps the Yosys names of flip-flops, block RAMs and multipliers; a
+    flip-flop's data input may be renamed (DI -> M) by the packer, hence the per-cell figure."""
+    timings = report.get("detailed_net_timings")
+    if not isinstance(timings, list):
+        raise ValueError("the report has no detailed_net_timings (nextpnr --detailed-timing-report)")
+    by_port, by_cell = {}, {}
+    for t in timings:
+        for e in t.get("endpoints", []):
+            d = e.get("delay", 0.0)
+            d = max(d) if isinstance(d, list) else float(d)
+            key = (e.get("cell"), e.get("port"))
+            by_port[key] = max(by_port.get(key, 0.0), d)
+            by_cell[key[0]] = max(by_cell.get(key[0], 0.0), d)
+    return by_port, by_cell
+
+
+def analyse(netlist, net_ns=0.9, routed=None):
     """Every end point's estimated arrival: a list of ``(ns, end cell, end port, path)``, the
-    path a list of cell names from its start, slowest first."""
+    path a list of cell names from its start, slowest first. ``routed``: the routed arrivals
+    (:func:`routed_arrivals`); then only the end points that nextpnr reports are listed, each
+    with its routed arrival (the path is still the slowest one before placement: it names
+    where the end's logic starts)."""
     tops = [mod for mod in netlist.get("modules", {}).values() if mod.get("attributes", {}).get("top")]
     if len(tops) != 1:
         raise ValueError(f"expected one top module in the netlist, found {len(tops)}")
@@ -126,8 +155,15 @@ def analyse(netlist, net_ns=0.9):
             for b in bits:
                 if isinstance(b, int):
                     t, path = arrival(b)
-                    if path:
+                    if not path:
+                        continue
+                    if routed is None:
                         ends.append((t + net_ns + SETUP_NS, name, p, list(path)))
+                        continue
+                    by_port, by_cell = routed
+                    got = by_port.get((name, p), by_cell.get(name) if c["type"] == "TRELLIS_FF" else None)
+                    if got is not None:
+                        ends.append((got, name, p, list(path)))
     ends.sort(key=lambda e: -e[0])
     return ends
 
@@ -138,11 +174,12 @@ def group(name):
     return re.sub(r"\d+", "#", name)
 
 
-def report(ends, limit_ns, net_ns, top=30, out=None):
+def report(ends, limit_ns, net_ns, top=30, out=None, routed=False):
     out = sys.stdout if out is None else out
     slow = [e for e in ends if e[0] > limit_ns]
-    print(f"{len(ends)} path end points; {len(slow)} estimated over {limit_ns:g} ns "
-          f"(cell delays + {net_ns:g} ns per net; worst {ends[0][0]:.2f} ns)" if ends else "no paths", file=out)
+    how = "routed arrivals" if routed else f"cell delays + {net_ns:g} ns per net"
+    print(f"{len(ends)} path end points; {len(slow)} over {limit_ns:g} ns "
+          f"({how}; worst {ends[0][0]:.2f} ns)" if ends else "no paths", file=out)
     worst, count = {}, Counter()
     for t, end, _, path in slow:
         k = (group(path[0]), group(end))
@@ -161,19 +198,32 @@ def main(argv=None):
     ap.add_argument("--net-ns", type=float, default=0.9, help="delay per routed net (default 0.9)")
     ap.add_argument("--limit-ns", type=float, default=10.0, help="list paths estimated over this (default 10)")
     ap.add_argument("--top", type=int, default=30, help="groups listed (default 30)")
+    ap.add_argument("--routed", metavar="REPORT", help="nextpnr's JSON report of the routed build "
+                    "(--report with --detailed-timing-report): routed arrivals instead of the estimate")
     a = ap.parse_args(argv)
+
+    def load(path, what):
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except OSError as e:
+            raise SystemExit(str(FileFormatError(path, f"cannot read the {what}: {e.strerror}")))
+        except json.JSONDecodeError as e:
+            raise SystemExit(str(FileFormatError(path, f"not a JSON {what} ({e.msg}, line {e.lineno})")))
+    netlist = load(a.netlist, "netlist")
+    routed = None
+    if a.routed:
+        try:
+            routed = routed_arrivals(load(a.routed, "nextpnr report"))
+        except (ValueError, AttributeError, TypeError) as e:
+            raise SystemExit(str(FileFormatError(a.routed, f"not a detailed nextpnr report of this netlist: {e}")))
     try:
-        with open(a.netlist) as f:
-            netlist = json.load(f)
-    except OSError as e:
-        raise SystemExit(str(FileFormatError(a.netlist, f"cannot read the netlist: {e.strerror}")))
-    except json.JSONDecodeError as e:
-        raise SystemExit(str(FileFormatError(a.netlist, f"not a JSON netlist ({e.msg}, line {e.lineno})")))
-    try:
-        ends = analyse(netlist, a.net_ns)
+        ends = analyse(netlist, a.net_ns, routed)
     except (ValueError, KeyError, TypeError) as e:
         raise SystemExit(str(FileFormatError(a.netlist, f"not a Yosys netlist of ECP5 cells: {e}")))
-    report(ends, a.limit_ns, a.net_ns, a.top)
+    if routed is not None:
+        print(f"{a.routed}: routed arrivals at {len(routed[0])} end points")
+    report(ends, a.limit_ns, a.net_ns, a.top, routed=routed is not None)
 
 
 if __name__ == "__main__":

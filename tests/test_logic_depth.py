@@ -67,7 +67,7 @@ def test_cli_reports_groups_and_names_a_bad_file(tmp_path, capsys):
     path.write_text(json.dumps(_netlist(cells)))
     L.main([str(path), "--limit-ns", "1"])
     out = capsys.readouterr().out
-    assert "1 estimated over 1 ns" in out and "a.b.src  ->  a.b.dst#" in out
+    assert "1 over 1 ns" in out and "a.b.src  ->  a.b.dst#" in out
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(SystemExit, match=f"{bad}: not a JSON netlist"):
@@ -77,3 +77,27 @@ def test_cli_reports_groups_and_names_a_bad_file(tmp_path, capsys):
     path.write_text(json.dumps({"modules": {}}))
     with pytest.raises(SystemExit, match="expected one top module"):
         L.main([str(path)])
+
+
+def test_routed_arrivals_replace_the_estimate(tmp_path, capsys):
+    # Two ends: dst (a flip-flop whose DI the packer renamed M) and ram's address (no report).
+    cells = {"src": _ff(2, 10), "l": _lut([10], 11), "dst": _ff(11, 12),
+             "ram": _cell("DP16KD", {"ADA0": "input", "CLKA": "input", "DOA0": "output"},
+                          {"ADA0": [11], "CLKA": [1], "DOA0": [13]})}
+    net = _netlist(cells)
+    report = {"detailed_net_timings": [
+        {"net": "x", "endpoints": [{"cell": "dst", "port": "M", "delay": [5.5, 7.25]}]},
+        {"net": "y", "endpoints": [{"cell": "dst", "port": "CE", "delay": 3.0}, {"cell": "other", "port": "A", "delay": 9.0}]}]}
+    routed = L.routed_arrivals(report)
+    assert routed[0][("dst", "M")] == 7.25 and routed[1]["dst"] == 7.25
+    ends = L.analyse(net, 0.9, routed)
+    assert [(e[0], e[1], e[2], e[3]) for e in ends] == [(7.25, "dst", "DI", ["src", "l"])]
+    assert {e[1] for e in L.analyse(net, 0.9)} == {"dst", "ram"}
+    (tmp_path / "top.json").write_text(json.dumps(net))
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    L.main([str(tmp_path / "top.json"), "--routed", str(tmp_path / "r.json"), "--limit-ns", "7"])
+    out = capsys.readouterr().out
+    assert "routed arrivals at 3 end points" in out and "1 over 7 ns (routed arrivals; worst 7.25 ns)" in out
+    (tmp_path / "r.json").write_text(json.dumps({"fmax": {}}))
+    with pytest.raises(SystemExit, match="detailed_net_timings"):
+        L.main([str(tmp_path / "top.json"), "--routed", str(tmp_path / "r.json")])
