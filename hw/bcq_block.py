@@ -3,12 +3,13 @@ sum over one beat's blocks. :class:`bcq.hw.bcq_dot.BCQDot` instantiates it; ``si
 proves it equal to a separately written specification (``sim/formal_spec.py``) for all inputs."""
 
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from bcq.sw.contract.beats import bcq_beat_layout
 from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.contract.tables import pair_table_depth, pair_table_width, pair_table_words
 from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import ConfigError
@@ -17,7 +18,8 @@ from bcq.sw.formats.golden import Arithmetic
 from .chains import MODES, Term, chain_add, pipelined_tree, register, tree_levels
 from .pipeline import enabled_reg, write_port_signature
 
-__all__ = ["BlockDatapath", "CodewordDecode", "BeatProducts", "codebook_write_signature", "codebook_address",
+__all__ = ["BlockDatapath", "CodewordDecode", "BeatProducts", "codebook_write_signature", "pair_table_write_signature",
+           "codebook_address",
            "codebook_lookup", "products_latency", "ProductPlanes", "PlaneSum", "plane_layout", "plane_bit"]
 
 
@@ -26,6 +28,13 @@ def codebook_write_signature(config: BCQConfig):
     ``Out(...)``, whose members are its inputs): entry ``addr = selector * 16 + index`` gets
     ``data`` on a clock edge where ``en`` is high."""
     return write_port_signature(signed(config.entry_bits), config.n_codebooks * config.n_entries)
+
+
+def pair_table_write_signature(config: BCQConfig):
+    """The BCQ dot-product unit's codebook write port: word ``addr`` of the pair table
+    (``bcq.sw.contract.tables``; ``pair_table_words`` makes the words) gets ``data`` on a clock
+    edge where ``en`` is high."""
+    return write_port_signature(unsigned(pair_table_width(config)), pair_table_depth(config))
 
 
 def codebook_address(config: BCQConfig, idx, sel):
@@ -60,13 +69,16 @@ def _elaborated(component):
 
 
 class CodewordDecode(wiring.Component):
-    """Codebook decode: the codewords of each beat's scalar pairs.
+    """Codebook decode: the codewords of each beat's scalars, four per block RAM.
 
-    One copy of the Nc x 16 table serves two lanes of one operand (a block RAM has two ports):
-    port A is shared by the codebook write port and lane ``2k``'s lookup (one address, muxed
-    by ``cbw.en``; writes happen while no vector is in flight), port B serves lane ``2k + 1``.
-    That is ``B * block_len`` tables for both operands, one DP16KD each on ECP5 (half of one
-    table per lookup). Lanes always come in pairs (``block_len`` is even).
+    The codebooks are held as a pair table (``bcq.sw.contract.tables``): a word addressed by a
+    block's selector, the index of scalar ``2p`` and the high bits of scalar ``2p + 1``'s index
+    holds the first scalar's codeword and both candidates for the second; a 2:1 multiplexer on
+    the second index's low bit picks between those after the read. One copy of the table (one
+    DP16KD in 1024 x 18 mode for Nc <= 8) serves four lanes of one operand: port A (shared by
+    the write port and the lookup of lanes ``4q``, ``4q + 1``: one address, muxed by
+    ``cbw.en``; writes happen while no vector is in flight) and port B (lanes ``4q + 2``,
+    ``4q + 3``). That is ``B * block_len / 4`` tables per operand (rounded up).
 
     Parameters
     ----------
@@ -76,12 +88,13 @@ class CodewordDecode(wiring.Component):
     Members
     -------
     en, beat, cbw
-        As in :class:`BlockDatapath`.
+        As in :class:`BlockDatapath`; ``cbw`` writes words of the pair table.
     w_words, x_out : ``Out(data.ArrayLayout(signed(entry_bits), lanes))``
         The codewords ``cb[sel][idx]`` of the beat taken ``latency`` (= 2) enabled edges earlier
-        (table read, codeword register), with the table as it was on the edge that took the beat.
-        A lookup of an even lane taken on an edge where ``cbw.en`` is high reads the written
-        address instead (the shared port): ``BCQDot``'s contract forbids that case.
+        (table read, field selection and codeword register), with the table as it was on the
+        edge that took the beat. A lookup on port A taken on an edge where ``cbw.en`` is high
+        reads the written address instead (the shared port): ``BCQDot``'s contract forbids that
+        case.
     """
 
     latency = 2
@@ -94,40 +107,52 @@ class CodewordDecode(wiring.Component):
         members = {"en": In(1), "beat": In(bcq_beat_layout(geometry)),
                    "w_words": Out(words), "x_out": Out(words)}
         if not codebook_rom:
-            members["cbw"] = Out(codebook_write_signature(config))
+            members["cbw"] = Out(pair_table_write_signature(config))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         cfg, en, p = self.config, self.en, self.beat
-        init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
-        depth = cfg.n_codebooks * cfg.n_entries
+        E = cfg.entry_bits
+        init = pair_table_words(self.codebooks) if self.codebooks is not None else []
+        depth = pair_table_depth(cfg)
         for op, out in (("w", self.w_words), ("x", self.x_out)):
             def address(j):
-                sel = p[f"{op}_sel"][j // cfg.block_len] if cfg.selector_bits else None
-                return codebook_address(cfg, p[f"{op}_idx"][j], sel)
-            for k in range(0, self.lanes, 2):
+                """The pair table word of lanes j, j + 1 (one block: one selector)."""
+                sel = [p[f"{op}_sel"][j // cfg.block_len]] if cfg.selector_bits else []
+                return Cat(p[f"{op}_idx"][j + 1][1:], p[f"{op}_idx"][j], *sel)
+            for t in range(0, -(-self.lanes // 4)):
+                k = 4 * t
                 # no_rw_check: the codebook is written while no vector is in flight (BCQDot's
                 # ``cbw`` contract); without it Yosys wraps every table in read-old-data collision
                 # logic (~20 LUT4 per table).
-                mem = memory.Memory(shape=signed(cfg.entry_bits), depth=depth, init=init, attrs={"no_rw_check": 1})
-                m.submodules[f"codebook_{op}{k // 2}"] = mem
-                ra, rb = mem.read_port(), mem.read_port()
+                mem = memory.Memory(shape=unsigned(pair_table_width(cfg)), depth=depth, init=init,
+                                    attrs={"no_rw_check": 1})
+                m.submodules[f"codebook_{op}{t}"] = mem
+                ports = [(k, mem.read_port())] + ([(k + 2, mem.read_port())] if k + 2 < self.lanes else [])
+                ra = ports[0][1]
                 if self.codebook_rom:
                     m.d.comb += ra.addr.eq(address(k))
                 else:
-                    # One address signal for the write port and lane k's read: Yosys then maps
+                    # One address signal for the write port and port A's lookup: Yosys then maps
                     # both onto the DP16KD's port A (an expression per port duplicates the table).
-                    a_addr = Signal(range(depth), name=f"{op}_port_a{k // 2}")
+                    a_addr = Signal(range(depth), name=f"{op}_port_a{t}")
                     m.d.comb += a_addr.eq(Mux(self.cbw.en, self.cbw.addr, address(k)))
                     wp = mem.write_port()
                     m.d.comb += [wp.addr.eq(a_addr), wp.en.eq(self.cbw.en), wp.data.eq(self.cbw.data),
                                  ra.addr.eq(a_addr)]
-                m.d.comb += [rb.addr.eq(address(k + 1)), ra.en.eq(en), rb.en.eq(en)]
-                # Codeword register: a block RAM's clock-to-output delay followed by the product
-                # chains does not fit a 50 MHz ECP5 cycle; this costs one cycle of latency.
-                for j, rp in ((k, ra), (k + 1, rb)):
-                    m.d.comb += out[j].eq(enabled_reg(m, en, f"c{op}{j}", signed(cfg.entry_bits), rp.data))
+                for j, rp in ports:
+                    if rp is not ra:
+                        m.d.comb += rp.addr.eq(address(j))
+                    m.d.comb += rp.en.eq(en)
+                    # The second lane's low index bit, taken with the read, picks its field.
+                    low = enabled_reg(m, en, f"{op}_low{j + 1}", 1, p[f"{op}_idx"][j + 1][0])
+                    first = rp.data[:E].as_signed()
+                    second = Mux(low, rp.data[2 * E:3 * E], rp.data[E:2 * E]).as_signed()
+                    # Codeword register: a block RAM's clock-to-output delay followed by the
+                    # product chains does not fit a 50 MHz ECP5 cycle; this costs one cycle.
+                    for lane, value in ((j, first), (j + 1, second)):
+                        m.d.comb += out[lane].eq(enabled_reg(m, en, f"c{op}{lane}", signed(E), value))
         self._taps = {"w_codewords": (tuple(self.w_words[j] for j in range(self.lanes)), self.latency),
                       "x_codewords": (tuple(self.x_out[j] for j in range(self.lanes)), self.latency)}
         return m
@@ -330,7 +355,8 @@ class BlockDatapath(wiring.Component):
         The pipeline advances on a clock edge where ``en`` is high (it holds otherwise).
     beat : ``In(bcq_beat_layout(geometry))``
         Operands taken on each enabled edge; only the index and selector fields are read.
-    cbw : ``Out(codebook_write_signature(config))`` (absent with ``codebook_rom``)
+    cbw : ``Out(pair_table_write_signature(config))`` (absent with ``codebook_rom``)
+        Pair table words (``bcq.sw.contract.tables``), one per cycle.
     beat_sum : ``Out(signed(block_sum_bits))``
         ``sum_j cb[w_sel(j)][w_idx[j]] * cb[x_sel(j)][x_idx[j]]`` over the beat's scalars, for
         the beat taken ``latency`` enabled edges earlier, with the table as it was on the
@@ -355,7 +381,7 @@ class BlockDatapath(wiring.Component):
             "beat_sum": Out(signed(self.arith.block_sum_bits(self.lanes))),
         }
         if not self.codebook_rom:
-            members["cbw"] = Out(codebook_write_signature(config))
+            members["cbw"] = Out(pair_table_write_signature(config))
         super().__init__(members)
 
     def elaborate(self, platform):

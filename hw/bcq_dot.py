@@ -15,7 +15,7 @@ from bcq.sw.formats.config import DEFAULT, BCQConfig
 from bcq.sw.formats.errors import ConfigError
 from bcq.sw.formats.golden import DEFAULT_MAX_LEN, Arithmetic
 
-from .bcq_block import BlockDatapath, CodewordDecode, codebook_write_signature, products_latency
+from .bcq_block import BlockDatapath, CodewordDecode, pair_table_write_signature, products_latency
 from .chains import MODES, Term, chain_acc, chain_add, pipelined_tree, tree_levels
 from .pipeline import Pipeline
 from .scale import decode_scale
@@ -62,9 +62,11 @@ class BCQDot(wiring.Component):
     o : ``Out(stream.Signature(signed(acc_bits)))``
         One exact accumulator per vector; value ``o.payload * 2**out_exp * ts_w * ts_x``.
         Back-pressure stalls the whole pipeline: no result is lost or duplicated.
-    cbw : ``Out(codebook_write_signature(config))`` (absent with ``codebook_rom``)
-        Writes one codebook entry per cycle. Write while no vector is in flight (a table port
-        is shared by the write and a lookup).
+    cbw : ``Out(pair_table_write_signature(config))`` (absent with ``codebook_rom``)
+        Writes one word of the pair table per cycle (``bcq.sw.contract.tables``: each word holds
+        three codewords, so that one block RAM port decodes two scalars;
+        ``pair_table_words(codebooks)`` makes all Nc x 128 of them, in address order). Write
+        while no vector is in flight (a table port is shared by the write and a lookup).
 
     Trace taps: :meth:`trace_taps` (docs/arithmetic.md section 6, ``bcq trace``).
 
@@ -102,7 +104,7 @@ class BCQDot(wiring.Component):
             "o": Out(stream.Signature(signed(self.arith.acc_bits))),
         }
         if not self.codebook_rom:
-            members["cbw"] = Out(codebook_write_signature(config))
+            members["cbw"] = Out(pair_table_write_signature(config))
         super().__init__(members)
 
     # Figures that tests, docs and benches read --------------------------------------------

@@ -5,7 +5,7 @@ back-pressure. No arithmetic here."""
 from amaranth import Value
 from amaranth.sim import Simulator
 
-__all__ = ["put_beats", "get_payloads", "run_streams"]
+__all__ = ["put_beats", "get_payloads", "run_streams", "write_words"]
 
 
 async def put_beats(ctx, stream, beats, rng, stall):
@@ -31,6 +31,16 @@ async def get_payloads(ctx, stream, count, rng, stall, *fields):
         out.append(sampled if fields else sampled[0])
         ctx.set(stream.ready, 0)
     return out
+
+
+async def write_words(ctx, port, words):
+    """Write ``words`` to addresses 0, 1, ... of the memory write port ``port`` (one a cycle)."""
+    for addr, value in enumerate(words):
+        ctx.set(port.en, 1)
+        ctx.set(port.addr, addr)
+        ctx.set(port.data, value)
+        await ctx.tick()
+    ctx.set(port.en, 0)
 
 
 def run_streams(dut, beats, n_results, rng, stall_in, stall_out, setup=None):

@@ -23,6 +23,7 @@ import torch
 from bcq.sw.contract.geometry import BeatGeometry
 from bcq.sw.contract.image_layout import EngineLayout, scale_words, weight_words
 from bcq.sw.contract.packing import pack_words
+from bcq.sw.contract.tables import pair_table_words
 from bcq.sw.formats.axbxp import BxPConfig, beat_sums
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.golden import Arithmetic, dot_fixed, dot_pairs
@@ -205,7 +206,7 @@ def bcq_chunk(job):
     order = np.argsort(vec_ids, kind="stable")
     beats = _gather_vectors(words, vec_lens, order)
     expected = expected[order]
-    setup = [("cbw", a, v) for a, v in enumerate(cb.entries.flatten().tolist())] if "cbw" in [
+    setup = [("cbw", a, v) for a, v in enumerate(pair_table_words(cb))] if "cbw" in [
         w_[0] for w_ in spec.writes] else []
     return Chunk(setup, beats, np.arange(len(expected)), pack_words(out_layout, expected, len(expected)),
                  len(expected))

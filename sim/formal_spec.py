@@ -19,25 +19,27 @@ from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.golden import dot_fixed
 from bcq.sw.formats.lobcq import BCQTensor
 
-__all__ = ["TableEntrySpec", "spec_address", "spec_sum", "spec_plane", "spec_plane_sum", "plane_identity_holds",
+__all__ = ["TableEntrySpec", "spec_word_address", "spec_field", "spec_sum", "spec_plane", "spec_plane_sum", "plane_identity_holds",
            "decode_harness", "decode_depth", "planes_harness", "planes_depth", "products_harness", "products_depth",
            "stream_harness", "stream_dut", "stream_depth"]
 
 
 class TableEntrySpec(Elaboratable):
-    """The codebook table, said plainly, at one entry: ``value`` is entry ``address`` of the
-    table, 0 from reset, then the data of the last ``cbw`` write to that address; a write
-    lands at the clock edge, so ``value`` during a cycle is the content before that cycle's
-    write. With ``address`` an unconstrained constant (``AnyConst``), a property that holds
-    for this entry holds for every entry: this is the whole table, checked one arbitrary
-    entry at a time (which keeps the solver away from a 256-way mux equivalence)."""
+    """The codebook table, said plainly, at one word: ``value`` is word ``address`` of the pair
+    table (``bcq.sw.contract.tables``: three codewords per word), 0 from reset, then the data of
+    the last ``cbw`` write to that address; a write lands at the clock edge, so ``value``
+    during a cycle is the content before that cycle's write. With ``address`` an unconstrained
+    constant (``AnyConst``), a property that holds for this word holds for every word: this
+    is the whole table, checked one arbitrary word at a time (which keeps the solver away from
+    a 1024-way mux equivalence)."""
 
     def __init__(self, config: BCQConfig, address):
         self.config, self.address = config, address
+        depth = config.n_codebooks * config.n_entries * 8
         self.cbw_en = Signal()
-        self.cbw_addr = Signal(range(config.n_codebooks * config.n_entries))
-        self.cbw_data = Signal(signed(config.entry_bits))
-        self.value = Signal(signed(config.entry_bits))
+        self.cbw_addr = Signal(range(depth))
+        self.cbw_data = Signal(3 * config.entry_bits)
+        self.value = Signal(3 * config.entry_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -46,9 +48,17 @@ class TableEntrySpec(Elaboratable):
         return m
 
 
-def spec_address(config: BCQConfig, idx, sel):
-    """Entry ``sel * 16 + idx`` of the table (``sel`` ignored when Nc = 1)."""
-    return sel * config.n_entries + idx if config.selector_bits else idx
+def spec_word_address(config: BCQConfig, sel, a, b):
+    """The pair table's word for a block's scalars ``2p`` (index ``a``) and ``2p + 1`` (index
+    ``b``) in codebook ``sel`` (ignored when Nc = 1): ``(sel * 16 + a) * 8 + b // 2``."""
+    entry = sel * config.n_entries + a if config.selector_bits else a
+    return entry * 8 + b // 2
+
+
+def spec_field(config: BCQConfig, word, k):
+    """Codeword ``k`` (0, 1, 2) of a pair table word: ``entry_bits`` two's complement bits."""
+    E = config.entry_bits
+    return word.bit_select(k * E, E).as_signed()
 
 
 def spec_sum(w_words, x_words):
@@ -88,49 +98,58 @@ def _delayed(m, en, value, stages, name):
 
 def decode_harness(config: BCQConfig, lane, blocks_per_cycle=1):
     """Returns ``(module, clock)``: lane ``lane`` of :class:`CodewordDecode` gives, for both
-    operands, the table entry that the spec addresses (``spec_address``), as the table was on
-    the edge that took the beat, for every beat, codebook write sequence and stall pattern
-    (``en``). The table is the spec's :class:`TableEntrySpec` at an arbitrary entry ``A``;
-    each lookup whose address is ``A`` must return that entry's value. One proof per lane
-    (``sim/formal.py`` runs them all): a lane's outputs depend on its own two table copies
-    only, and one lane at a time keeps the solver's problem small.
+    operands, the codeword that the spec reads from the pair table (``spec_word_address``,
+    ``spec_field``: scalar ``2p`` takes field 0 of the word of its pair, scalar ``2p + 1``
+    field ``1 + b % 2``), as the table was on the edge that took the beat, for every beat,
+    table write sequence and stall pattern (``en``). The table is the spec's
+    :class:`TableEntrySpec` at an arbitrary word ``A``; each lookup whose word is ``A`` must
+    return its field of that word. One proof per lane (``sim/formal.py`` runs them all): a
+    lane's outputs depend on its own two table copies only, and one lane at a time keeps the
+    solver's problem small.
 
-    A table copy serves two lanes; its port A is shared by the write port and the even lane's
-    lookup (``BCQDot``'s contract: no write while a vector is in flight). For an even lane, a
-    beat taken on an edge with a write (``cbw.en``) is therefore outside the contract and not
-    checked; the odd lane is checked for every beat, writes included.
+    A table copy serves four lanes; its port A is shared by the write port and the lookup of
+    lanes ``4q``, ``4q + 1`` (``BCQDot``'s contract: no write while a vector is in flight). For
+    those lanes, a beat taken on an edge with a write (``cbw.en``) is therefore outside the
+    contract and not checked; lanes ``4q + 2``, ``4q + 3`` (port B) are checked for every beat,
+    writes included.
 
-    BMC depth (``decode_depth``): the checked outputs depend on entry ``A`` of the lane's two
-    table copies and on the two pipeline registers behind each (read data, codeword). Every
-    combination of those is reachable in ``latency + 1`` steps from reset (write ``A``, read it
-    while writing ``A`` again, ...), and its check lands ``latency`` steps later; one more step
-    covers a stall (registers hold while ``en`` is low, so a longer stall is no different from
-    a one-cycle stall with the same writes). Depth 2 * latency + 2."""
+    BMC depth (``decode_depth``): the checked outputs depend on word ``A`` of the lane's two
+    table copies and on the two pipeline registers behind each (read data with the low index
+    bit, codeword). Every combination of those is reachable in ``latency + 1`` steps from reset
+    (write ``A``, read it while writing ``A`` again, ...), and its check lands ``latency`` steps
+    later; one more step covers a stall (registers hold while ``en`` is low, so a longer stall is
+    no different from a one-cycle stall with the same writes). Depth 2 * latency + 2."""
     m, clk = _harness()
     m.submodules.dut = dut = CodewordDecode(BeatGeometry(config, blocks_per_cycle))
-    entries = config.n_codebooks * config.n_entries
-    address = Signal(range(entries), name="tracked_address")
-    m.d.comb += [address.eq(AnyConst(address.shape().width)), Assume(address < entries)]
+    words = config.n_codebooks * config.n_entries * 8
+    address = Signal(range(words), name="tracked_address")
+    m.d.comb += [address.eq(AnyConst(address.shape().width)), Assume(address < words)]
     m.submodules.spec = spec = TableEntrySpec(config, address)
 
     en = _free(m, 1, "en")
     beat = _free(m, dut.beat.shape(), "beat")
     cbw_en = _free(m, 1, "cbw_en")
     cbw_addr = _free(m, spec.cbw_addr.shape(), "cbw_addr")
-    cbw_data = _free(m, signed(config.entry_bits), "cbw_data")
-    m.d.comb += Assume(cbw_addr < entries)
+    cbw_data = _free(m, spec.cbw_data.shape(), "cbw_data")
+    m.d.comb += Assume(cbw_addr < words)
     m.d.comb += [dut.en.eq(en), dut.beat.eq(beat),
                  dut.cbw.en.eq(cbw_en), dut.cbw.addr.eq(cbw_addr), dut.cbw.data.eq(cbw_data),
                  spec.cbw_en.eq(cbw_en), spec.cbw_addr.eq(cbw_addr), spec.cbw_data.eq(cbw_data)]
-    block = lane // config.block_len
+    block, first = lane // config.block_len, lane - lane % 2
     for op, got in (("w", dut.w_words[lane]), ("x", dut.x_out[lane])):
         sel = beat[f"{op}_sel"][block] if config.selector_bits else None
+        a, b = beat[f"{op}_idx"][first], beat[f"{op}_idx"][first + 1]
         hit = Signal(name=f"{op}_reads_tracked")
-        in_contract = ~cbw_en if lane % 2 == 0 else Const(1)
-        m.d.comb += hit.eq((spec_address(config, beat[f"{op}_idx"][lane], sel) == address) & in_contract)
+        in_contract = ~cbw_en if (lane // 2) % 2 == 0 else Const(1)
+        m.d.comb += hit.eq((spec_word_address(config, sel, a, b) == address) & in_contract)
+        field = Signal(2, name=f"{op}_field")
+        m.d.comb += field.eq(0 if lane % 2 == 0 else 1 + b % 2)
         hit_d, full = _delayed(m, en, hit, CodewordDecode.latency, f"{op}_hit")
+        field_d, _ = _delayed(m, en, field, CodewordDecode.latency, f"{op}_field_d")
         want, _ = _delayed(m, en, spec.value, CodewordDecode.latency, f"{op}_want")
-        m.d.comb += Assert(~(full & hit_d) | (got == want))
+        expect = Mux(field_d == 0, spec_field(config, want, 0),
+                     Mux(field_d == 1, spec_field(config, want, 1), spec_field(config, want, 2)))
+        m.d.comb += Assert(~(full & hit_d) | (got == expect))
     return m, clk
 
 

@@ -10,24 +10,15 @@ import random
 import time
 
 import cocotb
-from cocotb.triggers import FallingEdge
 import torch
 
 from bcq.sw.contract.beats import bcq_vector_beats
 from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.contract.tables import pair_table_words
 from bcq.sw.formats.config import BCQConfig
 
-from .cocotb_util import reset, stream_vectors
+from .cocotb_util import reset, stream_vectors, write_port
 from .vectors import make_cases, random_codebooks
-
-
-async def write_codebooks(dut, codebooks):
-    for addr, value in enumerate(codebooks.entries.flatten().tolist()):
-        dut.cbw__en.value = 1
-        dut.cbw__addr.value = addr
-        dut.cbw__data.value = value
-        await FallingEdge(dut.clk)
-    dut.cbw__en.value = 0
 
 
 @cocotb.test()
@@ -39,7 +30,7 @@ async def golden_vectors(dut):
     geometry = BeatGeometry(cfg, p["blocks_per_cycle"])
     beats = [bcq_vector_beats(c.w, c.x, geometry) for c in cases]
     await reset(dut)
-    await write_codebooks(dut, codebooks)
+    await write_port(dut, "cbw", pair_table_words(codebooks))
     t0 = time.perf_counter()
     got, cycles = await stream_vectors(dut, beats, rng=random.Random(p["seed"]),
                                        stall_in=p["stall_in"], stall_out=p["stall_out"])

@@ -1,7 +1,7 @@
 """Second, independent cocotb testbench for the BCQ unit: it knows nothing of the format or the
 golden model. It replays a vector file written beforehand (tests/test_bcq_dot_cocotb.py):
 
-    {"codebook": [e0, e1, ...], "vectors": [{"beats": ["hex", ...], "expected": int}, ...]}
+    {"codebook": [w0, w1, ...], "vectors": [{"beats": ["hex", ...], "expected": int}, ...]}
 
 and drives it with plain handshakes (no stalls, output always ready), checking every result.
 """

@@ -19,11 +19,13 @@ import torch
 
 from bcq.hw.units import build_unit
 from bcq.sw.contract.packing import words_to_int
+from bcq.sw.contract.tables import pair_table_words
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import BCQError
 from bcq.sw.formats.golden import TRACE_STAGES
 from bcq.sw.formats.golden import trace as golden_trace
 
+from .amaranth_streams import write_words
 from .bulk import bcq_beats, random_operand
 from .vectors import random_codebooks
 
@@ -94,12 +96,7 @@ def _codebook_setup(dut, codebooks):
     async def setup(ctx):
         if getattr(dut, "codebook_rom", True) or not hasattr(dut, "cbw"):
             return
-        for addr, value in enumerate(codebooks.entries.flatten().tolist()):
-            ctx.set(dut.cbw.en, 1)
-            ctx.set(dut.cbw.addr, addr)
-            ctx.set(dut.cbw.data, value)
-            await ctx.tick()
-        ctx.set(dut.cbw.en, 0)
+        await write_words(ctx, dut.cbw, pair_table_words(codebooks))
     return setup
 
 

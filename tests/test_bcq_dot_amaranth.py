@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from bcq.hw.bcq_dot import BCQDot
-from bcq.sim.amaranth_streams import run_streams
+from bcq.sim.amaranth_streams import run_streams, write_words
 from bcq.sim.vectors import make_cases, random_codebooks
 from bcq.sw.contract.beats import bcq_vector_beats
+from bcq.sw.contract.tables import pair_table_words
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import ConfigError
 
@@ -26,12 +27,7 @@ CONFIGS = [(BCQConfig(), 1, "dsp", "model"), (BCQConfig(block_len=4, n_codebooks
 def run(dut, cases, codebooks, seed, stall_in=0.3, stall_out=0.3):
     async def write_codebooks(ctx):
         if not dut.codebook_rom:
-            for addr, value in enumerate(codebooks.entries.flatten().tolist()):
-                ctx.set(dut.cbw.en, 1)
-                ctx.set(dut.cbw.addr, addr)
-                ctx.set(dut.cbw.data, value)
-                await ctx.tick()
-            ctx.set(dut.cbw.en, 0)
+            await write_words(ctx, dut.cbw, pair_table_words(codebooks))
     beats = [b for case in cases for b in bcq_vector_beats(case.w, case.x, dut.geometry)]
     return run_streams(dut, beats, len(cases), random.Random(seed), stall_in, stall_out, setup=write_codebooks)
 

@@ -14,6 +14,7 @@ from bcq.sim.runner import build, icarus_available, run_cocotb
 from bcq.sim.vectors import make_cases, random_codebooks
 from bcq.sw.contract.beats import bcq_vector_beats
 from bcq.sw.contract.geometry import BeatGeometry
+from bcq.sw.contract.tables import pair_table_words
 from bcq.sw.formats.config import BCQConfig
 
 pytestmark = [pytest.mark.verilator]
@@ -44,9 +45,10 @@ def test_random_and_directed_vectors(name, cfg, bpc, seed, tmp_path, request):
 
 
 def write_vector_file(path, codebooks, cases, corrupt=None):
-    """The file the independent testbench reads: codebook entries, packed beats and expected
-    results (golden), with the expectation of case ``corrupt`` off by one."""
-    spec = {"codebook": codebooks.entries.flatten().tolist(),
+    """The file the independent testbench reads: the codebook port's words (the pair table),
+    packed beats and expected results (golden), with the expectation of case ``corrupt`` off by
+    one."""
+    spec = {"codebook": pair_table_words(codebooks),
             "vectors": [{"beats": [f"{b:x}" for b in bcq_vector_beats(c.w, c.x, BeatGeometry(c.w.config))], "expected": c.expected + (k == corrupt)}
                         for k, c in enumerate(cases)]}
     path.write_text(json.dumps(spec))

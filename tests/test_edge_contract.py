@@ -18,11 +18,12 @@ import torch
 
 from bcq.hw import scale as hw_scale
 from bcq.hw.bcq_dot import BCQDot
-from bcq.sim.amaranth_streams import get_payloads, put_beats, run_streams
+from bcq.sim.amaranth_streams import get_payloads, put_beats, run_streams, write_words
 from bcq.sim.bulk import bcq_beats, random_operand
 from bcq.sw.contract.beats import activation_layout, bcq_beat_layout
 from bcq.sw.contract.geometry import BeatGeometry
 from bcq.sw.contract.packing import words_to_int
+from bcq.sw.contract.tables import pair_table_words
 from bcq.sw.formats.codebooks import Codebooks
 from bcq.sw.formats.config import BCQConfig
 from bcq.sw.formats.errors import BCQError, ConfigError
@@ -88,12 +89,7 @@ def _simulate(dut, pairs, codebooks=None, seed=0):
     async def setup(ctx):
         if codebooks is None:
             return
-        for addr, value in enumerate(codebooks.entries.flatten().tolist()):
-            ctx.set(dut.cbw.en, 1)
-            ctx.set(dut.cbw.addr, addr)
-            ctx.set(dut.cbw.data, value)
-            await ctx.tick()
-        ctx.set(dut.cbw.en, 0)
+        await write_words(ctx, dut.cbw, pair_table_words(codebooks))
     return run_streams(dut, beats, len(pairs), random.Random(seed), 0.3, 0.3, setup=setup)
 
 
@@ -165,20 +161,17 @@ def test_codebooks_are_zero_until_written_and_survive_reset(seed):
     sim = Simulator(m)
     sim.add_clock(1e-8, domain="sync")
 
+    table = pair_table_words(cb)
+
     async def producer(ctx):
-        for addr, value in enumerate(cb.entries.flatten().tolist()):
-            ctx.set(dut.cbw.en, 1)
-            ctx.set(dut.cbw.addr, addr)
-            ctx.set(dut.cbw.data, value)
-            await ctx.tick()
-        ctx.set(dut.cbw.en, 0)
+        await write_words(ctx, dut.cbw, table)
         ctx.set(cd.rst, 1)
         await ctx.delay(2e-8)   # clock ticks raise DomainReset while rst is high: wait by time
         ctx.set(cd.rst, 0)
         await put_beats(ctx, dut.i, beats, random.Random(seed), 0.2)
 
     async def consumer(ctx):
-        await ctx.delay((cfg.n_codebooks * 16 + 8) * 1e-8)   # past the writes and the reset
+        await ctx.delay((len(table) + 8) * 1e-8)   # past the writes and the reset
         got.extend(await get_payloads(ctx, dut.o, len(pairs), random.Random(seed + 1), 0.2))
 
     sim.add_testbench(producer)

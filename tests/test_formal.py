@@ -30,8 +30,15 @@ def _fails(proof, tmp_path):
 
 def test_decode_proof_catches_wrong_address(tmp_path, monkeypatch):
     # Spec addressing one codebook further on: the real lookup no longer matches it.
-    monkeypatch.setattr(formal_spec, "spec_address",
-                        lambda cfg, idx, sel: (sel + 1) % cfg.n_codebooks * cfg.n_entries + idx)
+    monkeypatch.setattr(formal_spec, "spec_word_address",
+                        lambda cfg, sel, a, b: ((sel + 1) % cfg.n_codebooks * cfg.n_entries + a) * 8 + b // 2)
+    _fails(PROOFS["decode.3"], tmp_path)
+
+
+def test_decode_proof_catches_swapped_candidates(tmp_path, monkeypatch):
+    # Spec reading the other candidate of the odd lane's pair (b's low bit ignored the wrong way).
+    real = formal_spec.spec_field
+    monkeypatch.setattr(formal_spec, "spec_field", lambda cfg, word, k: real(cfg, word, 3 - k if k else 0))
     _fails(PROOFS["decode.3"], tmp_path)
 
 

@@ -125,9 +125,10 @@ def test_a_missing_result_is_reported_as_a_hang(seed, tmp_path):
 def test_spec_is_read_from_the_signature():
     dut = BCQDot(BCQConfig(), max_len=1024)
     bcq = HarnessSpec.from_component(dut, "bcq_dot")
-    # Default config (Nc = 8): an 87-bit beat (docs/arithmetic.md's table), 8 x 16 codebook words.
+    # Default config (Nc = 8): an 87-bit beat (docs/arithmetic.md's table), a pair table of
+    # 8 x 128 words of 3 x 6 bits (sw/contract/tables.py).
     assert bcq.to_json() == {"top": "bcq_dot", "inp": ("i", 87), "out": ("o", dut.acc_bits),
-                             "writes": (("cbw", 7, 6),), "sets": ()}
+                             "writes": (("cbw", 10, 18),), "sets": ()}
     gemv_dut = CONFIGS["gemv"].make()
     gemv = HarnessSpec.from_component(gemv_dut, "gemv")
     assert (gemv.inp, gemv.out[0], gemv.writes[2], gemv.sets) == (("x", 44), "o", ("cbw", 7, 6), (("rows", 4),))
