@@ -128,7 +128,7 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
         # --timing-allow-fail: a design that misses the clock still gets its bitstream and report
         # (the caller decides: `bcq build` exits non-zero). router2: the default router took over
         # 15 minutes for a third of the 256-MAC engine's 81k arcs on a loaded 2-core machine.
-        # top-report.json: nextpnr's JSON report with every routed net's delay to each sink
+        # top-report.json: nextpnr's JSON report with the routed arrival at every timing end point
         # (`python -m bcq.sim.logic_depth top.json --routed top-report.json` lists the failing paths).
         with step(f"{board}{f' seed {seed}' if seed is not None else ''}: Yosys, nextpnr, pack", enabled=progress):
             platform.build(top, name="top", build_dir=str(out), do_program=False,
