@@ -67,28 +67,38 @@ def pack_pair(w0, w1, e):
     return Cat(w0[:e - 1], ~w0[e - 1], Const(0, e), w1).as_signed()
 
 
-def plane_products(m, name, w, x, e, width):
-    """``sum_j w[j] * x[j]`` (signed e-bit codewords) without multipliers, as a few partial sums
-    (their sum is the beat sum) ``2 + tree_levels(S)`` edges later, when the multiplier form's
-    tree gives its sum: a register of the masked activations ``w[j] bit i ? x[j] : 0`` per bit
-    plane i, a registered adder tree per plane, then the planes weighted by ``2**i`` (the sign
-    plane by ``-2**(e-1)``) and added in pairs into registers."""
+def plane_products(m, name, ws, x, e, width):
+    """``sum_j w[j] * x[j]`` for each row ``w`` of ``ws`` (signed e-bit codewords) without
+    multipliers, as a few partial sums per row (their sum is the beat sum) ``2 + tree_levels(S)``
+    edges later, when the multiplier form's tree gives its sum: the codewords registered as they
+    arrive (the weights come straight from a block RAM, as into a multiplier's input
+    registers; the activations once for all rows), then per bit plane i the masked activations
+    ``w[j] bit i ? x[j] : 0`` added in pairs into registers (the first tree level), the rest of a
+    registered adder tree, and the planes weighted by ``2**i`` (the sign plane by ``-2**(e-1)``)
+    added in pairs into registers."""
     S = len(x)
-    planes = []
-    for i in range(e):
-        masked = []
-        for j in range(S):
-            t = Signal(signed(e), name=f"{name}_m{i}_{j}")
-            m.d.sync += t.eq(Mux(w[j][i], x[j], 0))
-            masked.append(t)
-        p = pipelined_tree(m, f"{name}_p{i}", masked, e + tree_levels(S))
-        planes.append(-(p << i) if i == e - 1 else p << i)
-    pairs = []
-    for k in range(0, e, 2):
-        r = Signal(signed(width), name=f"{name}_c{k // 2}")
-        m.d.sync += r.eq(planes[k] + planes[k + 1] if k + 1 < e else planes[k])
-        pairs.append(r)
-    return pairs
+    xr = [Signal(signed(e), name=f"{name}_x{j}") for j in range(S)]
+    m.d.sync += [xr[j].eq(x[j]) for j in range(S)]
+    out = []
+    for r, w in enumerate(ws):
+        wr = [Signal(signed(e), name=f"{name}{r}_w{j}") for j in range(S)]
+        m.d.sync += [wr[j].eq(w[j]) for j in range(S)]
+        planes = []
+        for i in range(e):
+            first = []
+            for j in range(0, S, 2):
+                t = Signal(signed(e + 1), name=f"{name}{r}_m{i}_{j // 2}")
+                m.d.sync += t.eq(sum(Mux(wr[k][i], xr[k], 0) for k in range(j, min(j + 2, S))))
+                first.append(t)
+            p = pipelined_tree(m, f"{name}{r}_p{i}", first, e + tree_levels(S))
+            planes.append(-(p << i) if i == e - 1 else p << i)
+        pairs = []
+        for k in range(0, e, 2):
+            c = Signal(signed(width), name=f"{name}{r}_c{k // 2}")
+            m.d.sync += c.eq(planes[k] + planes[k + 1] if k + 1 < e else planes[k])
+            pairs.append(c)
+        out.append(pairs)
+    return out
 
 
 class RowPair(wiring.Component):
@@ -178,7 +188,7 @@ class RowPair(wiring.Component):
         borrows = []
         if self.fabric:
             # The beat register below adds the few partial sums.
-            sums = [sum(plane_products(m, f"row{r}", self.w[r], self.x, e, beat_bits)) for r in range(self.rows)]
+            sums = [sum(p) for p in plane_products(m, "row", [self.w[r] for r in range(self.rows)], self.x, e, beat_bits)]
         for j in range(S if not self.fabric else 0):
             if self.packed:
                 p = registered_mult(m, f"prod{j}", pack_pair(self.w[0][j], self.w[1][j], e), self.x[j], 3 * e, e, platform)

@@ -10,8 +10,8 @@ from bcq.sw.contract.beats import activation_layout
 from bcq.sw.contract.image_layout import EngineLayout
 
 from .bcq_block import codebook_write_signature
-from .engine_rows import pipelined_tree, tree_levels
-from .pipeline import registered_write
+from .engine_rows import delay, pipelined_tree, tree_levels
+from .pipeline import copy_tree, registered_write
 
 __all__ = ["ActivationDecode", "ActivationLoader", "Issuer", "issue_layout"]
 
@@ -164,12 +164,14 @@ class ActivationDecode(wiring.Component):
     cbw : ``Out(codebook_write_signature(config))`` (absent with ``rom``)
         Codebook writes; write only while no run is in progress.
     words : ``Out(data.ArrayLayout(signed(entry_bits), S))``
-        The codewords of the beat presented ``latency`` (= 2) edges earlier.
+        The codewords of the beat presented ``latency`` (= 3) edges earlier: the indices and
+        selectors registered (they come from the activation block RAM, the tables lie across
+        the die), the table read, the read data registered.
     x_sum : ``Out(signed(entry_bits + tree_levels(S)))``
         Their sum, ``sum_latency`` edges after the beat.
     """
 
-    latency = 2
+    latency = 3
 
     def __init__(self, layout: EngineLayout, *, codebooks=None, rom=False):
         cfg = layout.config
@@ -191,10 +193,19 @@ class ActivationDecode(wiring.Component):
         cfg, S = self.layout.config, self.layout.scalars_per_beat
         init = self.codebooks.entries.flatten().tolist() if self.codebooks is not None else []
         depth = cfg.n_codebooks * cfg.n_entries
-        addr = [Cat(self.beat.idx[j], self.beat.sel[j // cfg.block_len]) if cfg.selector_bits else self.beat.idx[j]
-                for j in range(S)]
+        addr = []
+        for j in range(S):
+            a = Signal(cfg.index_bits + cfg.selector_bits, name=f"x_addr{j}")
+            m.d.sync += a.eq(Cat(self.beat.idx[j], self.beat.sel[j // cfg.block_len]) if cfg.selector_bits
+                             else self.beat.idx[j])
+            addr.append(a)
+        tables = -(-S // 2)
         if not self.rom:
+            # The write enable selects every table's port A address: one copy per quarter of the
+            # tables (a single register drove them all across the die, 17.3 ns in a routed build).
             cb_en, cb_addr, cb_data = registered_write(m, self.cbw, "cbw")
+            en_copies = copy_tree(m, cb_en, "cbw_en_g", min(tables, 4))
+            cb_addr, cb_data = delay(m, cb_addr, 2, "cbw_addr_g"), delay(m, cb_data, 2, "cbw_data_g")
         for k in range(0, S, 2):
             # no_rw_check: codebooks are written between runs; without it Yosys adds read-old-data
             # emulation around every table.
@@ -207,7 +218,8 @@ class ActivationDecode(wiring.Component):
                 # One address for the write port and lane k's read: Yosys then puts both on port A.
                 wp = mem.write_port()
                 a = Signal(range(depth), name=f"port_a{k // 2}")
-                m.d.comb += [a.eq(Mux(cb_en, cb_addr, addr[k])), wp.addr.eq(a), wp.en.eq(cb_en),
+                en = en_copies[(k // 2) * len(en_copies) // tables]
+                m.d.comb += [a.eq(Mux(en, cb_addr, addr[k])), wp.addr.eq(a), wp.en.eq(en),
                              wp.data.eq(cb_data), ports[0].addr.eq(a)]
             if len(ports) > 1:
                 m.d.comb += ports[1].addr.eq(addr[k + 1])

