@@ -25,7 +25,8 @@ __all__ = ["verilator_env", "build", "build_text", "run_cocotb", "lint", "locked
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
-# Simulation models of the FPGA primitives that gateware instantiates (hw/chains.py: CCU2C).
+# Simulation models of the FPGA primitives that gateware instantiates (hw/chains.py: CCU2C;
+# hw/pipeline.py: MULT18X18D).
 CELL_MODELS = Path(__file__).resolve().parent / "ecp5_cells.v"
 
 
@@ -33,7 +34,9 @@ def with_cell_models(text):
     """The Verilog a simulator reads: the design text unchanged (what synthesis reads), followed
     by the behavioural models of the FPGA primitives it instantiates, if any (once: a text
     that already carries them, such as a harness run's stored ``design.v``, is returned as is)."""
-    if re.search(r"^\s*CCU2C\b", text, re.M) and not re.search(r"^module CCU2C\b", text, re.M):
+    cells = ("CCU2C", "MULT18X18D")
+    if any(re.search(rf"^\s*{c}\b", text, re.M) for c in cells) and \
+            not any(re.search(rf"^module {c}\b", text, re.M) for c in cells):
         return text + "\n" + CELL_MODELS.read_text()
     return text
 
