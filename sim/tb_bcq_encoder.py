@@ -16,9 +16,8 @@ import torch
 
 from bcq.sw.formats.config import BCQConfig
 
-from .cocotb_util import reset, stream_vectors
+from .cocotb_util import reset, stream_vectors, write_port
 from .encoder_vectors import encoder_cases, encoder_codebooks
-from .tb_bcq_dot import write_codebooks
 
 
 @cocotb.test()
@@ -32,7 +31,7 @@ async def spec_vectors(dut):
     beats = [(c, k, g, e) for c in cases for k, (g, e) in enumerate(zip(c.groups, c.expected))]
     await reset(dut)
     dut.ts_exp.value = p["ts_exp"]
-    await write_codebooks(dut, codebooks)
+    await write_port(dut, "cbw", codebooks.entries.flatten().tolist())   # entry per address (sel * 16 + index)
     while dut.busy.value == 1:          # the nearest-entry table rebuild (i.ready is low meanwhile)
         await FallingEdge(dut.clk)
     t0 = time.perf_counter()
