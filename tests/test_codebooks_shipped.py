@@ -37,8 +37,9 @@ def test_recorded_command_rebuilds_the_default_sets_bit_for_bit(source, tmp_path
     out = tmp_path / "rebuilt.json"
     assert main(shlex.split(cmd)[1:] + ["-o", str(out), "--quiet"]) == 0
     rebuilt, shipped = json.loads(out.read_text()), json.loads(path.read_text())
-    # The codebooks, config and provenance bit for bit. The recorded MSE is a float sum, whose
-    # last bits depend on how many threads torch splits it over: compared to 1e-12.
+    # The codebooks, config and provenance bit for bit. The recorded MSE is a float32 sum, whose
+    # last bits depend on how torch splits and vectorizes it on the machine (threads, SIMD width:
+    # 1.1e-7 apart between two of this project's machines, also with one thread): to 1e-6.
     mse_rebuilt, mse_shipped = rebuilt["calibration"].pop("mse"), shipped["calibration"].pop("mse")
     assert rebuilt == shipped
-    assert mse_rebuilt == pytest.approx(mse_shipped, rel=1e-12)
+    assert mse_rebuilt == pytest.approx(mse_shipped, rel=1e-6)
