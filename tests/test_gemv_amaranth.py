@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bcq.hw.gemv import GEMV
-from bcq.sim.amaranth_streams import get_payloads, put_beats
+from bcq.sim.amaranth_streams import get_payloads, put_beats, write_words
 from bcq.sim.vectors import random_codebooks
 from bcq.sw.contract.beats import activation_beats
 from bcq.sw.contract.image_layout import EngineLayout
@@ -39,12 +39,7 @@ def run_engine(dut, rows, vectors, seed, write=None, stall=0.3, exp=None):
         if write is not None:
             cb, ww, sw = write
             for port, words in ((dut.cbw, cb), (dut.wmem, ww), (dut.smem, sw)):
-                for a, v in enumerate(words):
-                    ctx.set(port.en, 1)
-                    ctx.set(port.addr, a)
-                    ctx.set(port.data, v)
-                    await ctx.tick()
-                ctx.set(port.en, 0)
+                await write_words(ctx, port, words)
         await put_beats(ctx, dut.x, [b for beats in vectors for b in beats], rng, stall)
 
     async def consumer(ctx):
