@@ -127,7 +127,7 @@ def test_latency_is_measured(seed, bpc, lanes):
     case = encoder_cases(cfg, cb, seed=seed, count=1, max_arrays=1, blocks_per_cycle=bpc, lanes=lanes,
                          directed=False)[0]
     dut = BCQEncoder(cfg, blocks_per_cycle=bpc, lanes=lanes)
-    assert dut.latency == dut.base_latency + dut.beats_per_output - 1 == 13 + dut.scale_stages + dut.div_stages + dut.sel_stages + dut.beats_per_output - 1
+    assert dut.latency == dut.base_latency + dut.beats_per_output - 1 == 14 + dut.scale_stages + dut.div_stages + dut.sel_stages + dut.beats_per_output - 1
     seen = {}
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -163,7 +163,7 @@ def test_verilog_unit(tmp_path):
     line = write_verilog("bcq-encoder", tmp_path / "bcq_encoder.v", config=cfg)
     assert "module bcq_encoder" in (tmp_path / "bcq_encoder.v").read_text()
     assert line.startswith(f"wrote {tmp_path / 'bcq_encoder.v'}: module bcq_encoder ({cfg.describe()}; BF16 in, "
-                           f"4 scalars/cycle, latency 28 cycles from an array's last beat, FIFO 21 beats, table rebuild 1028 "
+                           f"4 scalars/cycle, latency 30 cycles from an array's last beat, FIFO 21 beats, table rebuild 1028 "
                            f"cycles); ports: ")
 
 
