@@ -2,6 +2,8 @@
 registers, a balanced adder tree, the per-vector accumulator that emits on ``last``, and the
 signature of a memory write port."""
 
+import warnings
+
 from amaranth import ClockSignal, Instance, Mux, Signal, Value, signed
 from amaranth.lib import data, memory
 
@@ -53,9 +55,16 @@ def skid_buffer(m, i, o, name):
 def registered_mult(m, name, a, b, a_bits, b_bits, platform, ce=1):
     """``a * b`` with an input and an output register rank (latency 2, both loading on clock
     edges where ``ce`` is high): on ECP5 a MULT18X18D with its own registers (Yosys never absorbs
-    fabric registers into it), elsewhere plain logic."""
+    fabric registers into it), elsewhere plain logic. An ECP5 product wider than 18 x 18 takes
+    the plain form too, with a warning: Yosys then builds it from bare MULT18X18Ds whose routes
+    to and from the DSP column share a cycle with the fabric registers' (a timing risk, found
+    once as a 16.8 ns path of a board build)."""
     p = Signal(signed(a_bits + b_bits), name=name)
-    if getattr(platform, "family", None) == "ecp5" and a_bits <= 18 and b_bits <= 18:
+    ecp5 = getattr(platform, "family", None) == "ecp5"
+    if ecp5 and (a_bits > 18 or b_bits > 18):
+        warnings.warn(f"registered_mult {name}: a {a_bits} x {b_bits}-bit signed product does not fit one "
+                      "MULT18X18D (18 x 18); built as fabric registers around Yosys's multiplier", stacklevel=2)
+    if ecp5 and a_bits <= 18 and b_bits <= 18:
         a18, b18, p36 = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b"), Signal(36)
         m.d.comb += [a18.eq(a), b18.eq(b), p.eq(p36)]
         ports = {f"i_A{i}": a18[i] for i in range(18)}

@@ -44,3 +44,15 @@ def test_instance_form_matches_products(a_bits, b_bits, b_unsigned, seed, tmp_pa
     build_dir = build_text(text.replace("module mult(", f"module {name}("), name)
     params = {"a_bits": a_bits, "b_bits": b_bits, "b_unsigned": b_unsigned, "cycles": 3000, "seed": seed}
     run_cocotb(build_dir, name, "bcq.sim.tb_mult", test_dir=tmp_path, env={"BCQ_TB": json.dumps(params)})
+
+
+def test_too_wide_for_one_cell_warns_and_falls_back():
+    """A 19-bit operand no longer fits one MULT18X18D: the fabric form, with a warning that
+    names the product; 18 bits still take the instance, silently."""
+    with pytest.warns(UserWarning, match=r"registered_mult prod: a 19 x 6-bit signed product does not fit"):
+        text = verilog_text(Mult(19, 6, False), "mult", platform=_ECP5())
+    assert "MULT18X18D" not in text
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "MULT18X18D" in verilog_text(Mult(18, 6, False), "mult", platform=_ECP5())
