@@ -273,7 +273,7 @@ class ScaleAccumulate(wiring.Component):
         v1, l1 = reg("s1_valid", 1, v0), reg("s1_last", 1, l0)
         if fmt.mant_bits:
             # P * m on a MULT18X18D with its own input and output registers where it fits (the
-            # two edges of s1_p/s1_mant and s2_scaled): fabric registers around a bare
+            # two edges from s0_p/s0_mant to s2_scaled): fabric registers around a bare
             # multiplier leave two long routes to the DSP column in one cycle.
             mb = ar.mant_product_bits + 1   # unsigned mantissa product, as a signed operand
             p2 = registered_mult(m, "s2_scaled", psum, mant.as_unsigned(), ar.array_sum_bits, mb, platform)
