@@ -777,12 +777,12 @@ class BCQEncoder(wiring.Component):
         # advances; ``advance`` is set for the next edge while the queue will then still have a free
         # entry, whatever the consumer does, so no beat is ever dropped and a consumer that is
         # always ready sees one beat per cycle.
-        m.d.comb += self._output_queue(m, en, en & beat_valid, beat)
+        self._output_queue(m, en, en & beat_valid, beat)
         return m
 
     def _output_queue(self, m, en, push, beat):
         """Two entries behind the pipeline's output beat; drives ``o`` and the ``advance``
-        register ``en``. Returns the combinational assignments of ``o``."""
+        register ``en``."""
         entries = [Signal(Value.cast(beat).shape(), name=f"out_q{k}") for k in range(2)]
         level, level_next = Signal(range(3), name="out_level"), Signal(range(4), name="out_level_next")
         wp, rp = Signal(name="out_wp"), Signal(name="out_rp")
@@ -794,4 +794,4 @@ class BCQEncoder(wiring.Component):
             m.d.sync += rp.eq(~rp)
         m.d.comb += level_next.eq(level + push - pop)
         m.d.sync += [level.eq(level_next), en.eq(level_next < 2)]
-        return [self.o.valid.eq(level != 0), self.o.payload.as_value().eq(Mux(rp, entries[1], entries[0]))]
+        m.d.comb += [self.o.valid.eq(level != 0), self.o.payload.as_value().eq(Mux(rp, entries[1], entries[0]))]

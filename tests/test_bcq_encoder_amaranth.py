@@ -11,7 +11,7 @@ from bcq.hw.bcq_encoder import BCQEncoder, NearestEntry, lanes_to_feed
 from bcq.hw.board import BOARDS
 from bcq.hw.bcq_block import codebook_write_signature
 from bcq.hw.units import write_verilog
-from bcq.sim.amaranth_streams import get_payloads, put_beats
+from bcq.sim.amaranth_streams import get_payloads, put_beats, write_words
 from bcq.sim.encoder_vectors import encoder_cases, encoder_codebooks
 from bcq.sw.contract.image_layout import EngineLayout
 from bcq.sw.formats.config import BCQConfig
@@ -41,12 +41,8 @@ def run_encoder(dut, codebooks, beats, n_out, rng, stall_in, stall_out, ts_exp=0
 
     async def producer(ctx):
         ctx.set(dut.ts_exp, ts_exp)
-        for addr, value in enumerate(codebooks.entries.flatten().tolist() if write else []):
-            ctx.set(dut.cbw.en, 1)
-            ctx.set(dut.cbw.addr, addr)
-            ctx.set(dut.cbw.data, value)
-            await ctx.tick()
-        ctx.set(dut.cbw.en, 0)
+        if write:
+            await write_words(ctx, dut.cbw, codebooks.entries.flatten().tolist())
         await put_beats(ctx, dut.i, beats, rng, stall_in)
 
     async def consumer(ctx):

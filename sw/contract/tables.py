@@ -24,11 +24,15 @@ __all__ = ["PAIR_FIELDS", "pair_table_depth", "pair_table_width", "pair_table_ad
            "pair_table_decode"]
 
 PAIR_FIELDS = 3
-_HIGH = 8   # values of b >> 1 (16 entries / 2)
+
+
+def _pairs(config: BCQConfig):
+    """Values of the second index's high bits ``b >> 1``: half the entries of a codebook."""
+    return config.n_entries // 2
 
 
 def pair_table_depth(config: BCQConfig):
-    return config.n_codebooks * config.n_entries * _HIGH
+    return config.n_codebooks * config.n_entries * _pairs(config)
 
 
 def pair_table_width(config: BCQConfig):
@@ -38,7 +42,7 @@ def pair_table_width(config: BCQConfig):
 def pair_table_address(config: BCQConfig, sel, a, b_high):
     """Word address of selector ``sel``, first index ``a`` and second index's high bits
     ``b_high`` (plain integers; the gateware builds the same with ``Cat(b_high, a, sel)``)."""
-    return (sel * config.n_entries + a) * _HIGH + b_high
+    return (sel * config.n_entries + a) * _pairs(config) + b_high
 
 
 def pair_table_words(codebooks):
@@ -52,7 +56,7 @@ def pair_table_words(codebooks):
     words = []
     for row in entries:
         for a in range(cfg.n_entries):
-            for bh in range(_HIGH):
+            for bh in range(_pairs(cfg)):
                 words.append((row[a] & mask) | (row[2 * bh] & mask) << E | (row[2 * bh + 1] & mask) << 2 * E)
     return words
 
